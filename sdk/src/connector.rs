@@ -1,0 +1,114 @@
+//! The connector role: one instance per login, driven by host timers and by
+//! Matrix events.
+
+use crate::login::Login;
+use crate::{Error, Result};
+
+/// A Matrix message in one of the login's portals, sent by the login's
+/// owner.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatrixMessage {
+    /// The remote chat id of the portal.
+    pub chat_id: String,
+    /// The Matrix event id.
+    pub event_id: String,
+    /// The Matrix user who sent it.
+    pub sender: String,
+    /// The plain-text body.
+    pub text: String,
+    /// The HTML body, if formatted.
+    pub html: Option<String>,
+    /// The remote id of the message it replies to, if any.
+    pub reply_to: Option<String>,
+    /// When it was sent, in Unix milliseconds.
+    pub timestamp_ms: u64,
+}
+
+/// An edit made on Matrix to a bridged message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatrixEdit {
+    /// The remote chat id.
+    pub chat_id: String,
+    /// The remote id of the edited message.
+    pub message_id: String,
+    /// The new plain-text body.
+    pub text: String,
+    /// The new HTML body.
+    pub html: Option<String>,
+}
+
+/// A reaction made on Matrix to a bridged message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatrixReaction {
+    /// The remote chat id.
+    pub chat_id: String,
+    /// The remote id of the message.
+    pub message_id: String,
+    /// The reaction key.
+    pub key: String,
+}
+
+/// A connector. Every method has a default, so a connector implements only
+/// what its network supports.
+///
+/// The host may replace the instance at any time (after a trap, for an
+/// upgrade) and then calls [`start`](Connector::start) on a fresh value:
+/// keep durable state in [`kv`](crate::kv) or the login's
+/// [`metadata`](crate::session::metadata), not only in `self`.
+pub trait Connector: Login {
+    /// Called on every new instance of a login. Set timers and report the
+    /// bridge state here. Must be idempotent.
+    fn start(&mut self) -> Result<()> {
+        Ok(())
+    }
+
+    /// Called before the host retires the instance (upgrade, shutdown).
+    fn stop(&mut self) {}
+
+    /// A timer this plugin set is due.
+    fn on_timer(&mut self, name: &str) -> Result<()> {
+        let _ = name;
+        Err(Error::unsupported("on-timer"))
+    }
+
+    /// Sends a Matrix message to the remote chat; returns its remote id.
+    fn handle_matrix_message(&mut self, message: MatrixMessage) -> Result<String> {
+        let _ = message;
+        Err(Error::unsupported("handle-matrix-message"))
+    }
+
+    /// Sends an edit made on Matrix.
+    fn handle_matrix_edit(&mut self, edit: MatrixEdit) -> Result<()> {
+        let _ = edit;
+        Err(Error::unsupported("handle-matrix-edit"))
+    }
+
+    /// Sends a reaction made on Matrix; returns a remote id for it.
+    fn handle_matrix_reaction(&mut self, reaction: MatrixReaction) -> Result<String> {
+        let _ = reaction;
+        Err(Error::unsupported("handle-matrix-reaction"))
+    }
+
+    /// Removes a reaction made from Matrix.
+    fn handle_matrix_reaction_removal(
+        &mut self,
+        chat_id: &str,
+        message_id: &str,
+        reaction_id: &str,
+    ) -> Result<()> {
+        let _ = (chat_id, message_id, reaction_id);
+        Err(Error::unsupported("handle-matrix-reaction-removal"))
+    }
+
+    /// Deletes a bridged message redacted on Matrix.
+    fn handle_matrix_redaction(&mut self, chat_id: &str, message_id: &str) -> Result<()> {
+        let _ = (chat_id, message_id);
+        Err(Error::unsupported("handle-matrix-redaction"))
+    }
+
+    /// Logs out of the remote service. The host deletes the login whatever
+    /// this returns.
+    fn logout(&mut self) -> Result<()> {
+        Ok(())
+    }
+}

@@ -1,0 +1,229 @@
+//! The glue between the generated `Guest` traits and the SDK's role traits.
+//!
+//! The registration macros name one of these adapter types; the adapter
+//! forwards every export to the plugin's value, created with `Default` on
+//! the first call and kept for the life of the instance.
+
+use std::any::Any;
+use std::cell::RefCell;
+use std::marker::PhantomData;
+
+use crate::connector::{Connector, MatrixEdit, MatrixMessage, MatrixReaction};
+use crate::credentials::{CredentialProvider, CredentialRequest};
+use crate::login::Login;
+use crate::tokens::TokenProvider;
+use crate::wit::imports::types::PluginError;
+
+thread_local! {
+    // A component instance is single-threaded and the component model
+    // forbids re-entering an instance from a host call, so a `RefCell` is
+    // never borrowed twice.
+    static PLUGIN: RefCell<Option<Box<dyn Any>>> = const { RefCell::new(None) };
+}
+
+/// Sends panic messages to the host before the abort: with `panic=abort`
+/// on wasm there is no stderr, and the host puts this message in the trap
+/// error it reports.
+fn install_panic_hook() {
+    static HOOK: std::sync::Once = std::sync::Once::new();
+    HOOK.call_once(|| {
+        std::panic::set_hook(Box::new(|info| {
+            let fields = [("panic".to_owned(), "true".to_owned())];
+            crate::log::write(crate::log::Level::Error, &info.to_string(), &fields);
+        }));
+    });
+}
+
+fn with_plugin<T: Default + 'static, R>(f: impl FnOnce(&mut T) -> R) -> R {
+    install_panic_hook();
+    PLUGIN.with(|slot| {
+        let mut slot = slot.borrow_mut();
+        let plugin = slot.get_or_insert_with(|| Box::new(T::default()));
+        let plugin = plugin
+            .downcast_mut::<T>()
+            .expect("a component registers exactly one plugin type");
+        f(plugin)
+    })
+}
+
+/// Exports a [`Connector`] as the `connector` world.
+pub struct ConnectorExport<T>(PhantomData<T>);
+
+/// Exports a [`Login`] + [`TokenProvider`] as the `login-provider` world.
+pub struct LoginProviderExport<T>(PhantomData<T>);
+
+/// Exports a [`CredentialProvider`] as the `credential-provider` world.
+pub struct CredentialProviderExport<T>(PhantomData<T>);
+
+mod connector_world {
+    use super::{
+        Connector, ConnectorExport, MatrixEdit, MatrixMessage, MatrixReaction, PluginError,
+        with_plugin,
+    };
+    use crate::wit::connector::exports::weft::plugin::login_flow as wit_login;
+    use crate::wit::connector::exports::weft::plugin::network_api as wit;
+
+    impl<T: Connector + Default + 'static> wit::Guest for ConnectorExport<T> {
+        fn start() -> Result<(), PluginError> {
+            with_plugin(|p: &mut T| p.start()).map_err(Into::into)
+        }
+
+        fn stop() {
+            with_plugin(|p: &mut T| p.stop())
+        }
+
+        fn on_timer(name: String) -> Result<(), PluginError> {
+            with_plugin(|p: &mut T| p.on_timer(&name)).map_err(Into::into)
+        }
+
+        fn handle_matrix_message(message: wit::MatrixMessage) -> Result<String, PluginError> {
+            let message = MatrixMessage {
+                chat_id: message.chat_id,
+                event_id: message.event_id,
+                sender: message.sender,
+                text: message.text,
+                html: message.html,
+                reply_to: message.reply_to,
+                timestamp_ms: message.timestamp_ms,
+            };
+            with_plugin(|p: &mut T| p.handle_matrix_message(message)).map_err(Into::into)
+        }
+
+        fn handle_matrix_edit(edit: wit::MatrixEdit) -> Result<(), PluginError> {
+            let edit = MatrixEdit {
+                chat_id: edit.chat_id,
+                message_id: edit.message_id,
+                text: edit.text,
+                html: edit.html,
+            };
+            with_plugin(|p: &mut T| p.handle_matrix_edit(edit)).map_err(Into::into)
+        }
+
+        fn handle_matrix_reaction(reaction: wit::MatrixReaction) -> Result<String, PluginError> {
+            let reaction = MatrixReaction {
+                chat_id: reaction.chat_id,
+                message_id: reaction.message_id,
+                key: reaction.key,
+            };
+            with_plugin(|p: &mut T| p.handle_matrix_reaction(reaction)).map_err(Into::into)
+        }
+
+        fn handle_matrix_reaction_removal(
+            chat_id: String,
+            message_id: String,
+            reaction_id: String,
+        ) -> Result<(), PluginError> {
+            with_plugin(|p: &mut T| {
+                p.handle_matrix_reaction_removal(&chat_id, &message_id, &reaction_id)
+            })
+            .map_err(Into::into)
+        }
+
+        fn handle_matrix_redaction(chat_id: String, message_id: String) -> Result<(), PluginError> {
+            with_plugin(|p: &mut T| p.handle_matrix_redaction(&chat_id, &message_id))
+                .map_err(Into::into)
+        }
+
+        fn logout() -> Result<(), PluginError> {
+            with_plugin(|p: &mut T| p.logout()).map_err(Into::into)
+        }
+    }
+
+    impl<T: Connector + Default + 'static> wit_login::Guest for ConnectorExport<T> {
+        fn start(
+            flow_id: String,
+            relogin: Option<String>,
+        ) -> Result<wit_login::LoginStep, PluginError> {
+            with_plugin(|p: &mut T| p.login_start(&flow_id, relogin.as_deref()))
+                .map(Into::into)
+                .map_err(Into::into)
+        }
+
+        fn submit(
+            step_id: String,
+            input: wit_login::StepInput,
+        ) -> Result<wit_login::LoginStep, PluginError> {
+            with_plugin(|p: &mut T| p.login_submit(&step_id, input.into()))
+                .map(Into::into)
+                .map_err(Into::into)
+        }
+
+        fn cancel() {
+            with_plugin(|p: &mut T| p.login_cancel())
+        }
+    }
+}
+
+mod login_provider_world {
+    use super::{Login, LoginProviderExport, PluginError, TokenProvider, with_plugin};
+    use crate::wit::login_provider::exports::weft::plugin::login_flow as wit_login;
+    use crate::wit::login_provider::exports::weft::plugin::tokens as wit_tokens;
+
+    impl<T: Login + TokenProvider + Default + 'static> wit_login::Guest for LoginProviderExport<T> {
+        fn start(
+            flow_id: String,
+            relogin: Option<String>,
+        ) -> Result<wit_login::LoginStep, PluginError> {
+            with_plugin(|p: &mut T| p.login_start(&flow_id, relogin.as_deref()))
+                .map(Into::into)
+                .map_err(Into::into)
+        }
+
+        fn submit(
+            step_id: String,
+            input: wit_login::StepInput,
+        ) -> Result<wit_login::LoginStep, PluginError> {
+            with_plugin(|p: &mut T| p.login_submit(&step_id, input.into()))
+                .map(Into::into)
+                .map_err(Into::into)
+        }
+
+        fn cancel() {
+            with_plugin(|p: &mut T| p.login_cancel())
+        }
+    }
+
+    impl<T: Login + TokenProvider + Default + 'static> wit_tokens::Guest for LoginProviderExport<T> {
+        fn from_captured(
+            material: String,
+            scopes: Vec<String>,
+        ) -> Result<wit_tokens::TokenSet, wit_tokens::TokenError> {
+            with_plugin(|p: &mut T| p.tokens_from_captured(&material, &scopes))
+                .map(Into::into)
+                .map_err(Into::into)
+        }
+
+        fn refresh(
+            refresh_token: String,
+            scopes: Vec<String>,
+        ) -> Result<wit_tokens::TokenSet, wit_tokens::TokenError> {
+            with_plugin(|p: &mut T| p.refresh(&refresh_token, &scopes))
+                .map(Into::into)
+                .map_err(Into::into)
+        }
+    }
+}
+
+mod credential_provider_world {
+    use super::{
+        CredentialProvider, CredentialProviderExport, CredentialRequest, PluginError, with_plugin,
+    };
+    use crate::wit::credential_provider::exports::weft::plugin::credentials as wit;
+
+    impl<T: CredentialProvider + Default + 'static> wit::Guest for CredentialProviderExport<T> {
+        fn issue(request: wit::CredentialRequest) -> Result<wit::Credential, PluginError> {
+            let request = CredentialRequest {
+                subject: request.subject,
+                claims: request.claims,
+            };
+            with_plugin(|p: &mut T| p.issue(request))
+                .map(|c| wit::Credential {
+                    user_id: c.user_id,
+                    access_token: c.access_token,
+                    homeserver_url: c.homeserver_url,
+                    extra: c.extra,
+                })
+                .map_err(Into::into)
+        }
+    }
+}
