@@ -1,0 +1,426 @@
+//! The operator's configuration: one TOML file (`weft.toml`).
+//!
+//! Unknown keys are errors, so a typo never silently falls back to a
+//! default. Every limit has a default chosen for a small host running many
+//! idle logins; each is documented where it is declared.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use serde::Deserialize;
+
+/// The whole configuration.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Config {
+    /// Where the host keeps its database and compile cache. Relative paths
+    /// are relative to the config file.
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Plugin loading.
+    #[serde(default)]
+    pub plugins: PluginsConfig,
+    /// Limits for wasm execution.
+    #[serde(default)]
+    pub runtime: RuntimeConfig,
+    /// Limits for plugins' outgoing HTTP.
+    #[serde(default)]
+    pub http: HttpConfig,
+    /// The admin API.
+    #[serde(default)]
+    pub admin: Option<AdminConfig>,
+    /// The operator's grants and settings per plugin id.
+    #[serde(default)]
+    pub plugin: BTreeMap<String, PluginGrants>,
+    /// The homeserver; absent means the host runs without a Matrix side.
+    #[serde(default)]
+    pub homeserver: Option<HomeserverConfig>,
+    /// The appservice; required with `homeserver`.
+    #[serde(default)]
+    pub appservice: Option<AppserviceConfig>,
+    /// The provisioning API.
+    #[serde(default)]
+    pub provisioning: ProvisioningConfig,
+    /// Bridge behaviour.
+    #[serde(default)]
+    pub bridge: BridgeConfig,
+    /// Logging.
+    #[serde(default)]
+    pub logging: LoggingConfig,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("data")
+}
+
+/// Plugin loading.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PluginsConfig {
+    /// Directory of plugin components (`*.wasm`, each with an embedded or
+    /// a sibling `*.toml` manifest).
+    #[serde(default = "default_plugins_dir")]
+    pub dir: PathBuf,
+    /// Watch the directory and load, upgrade or unload as files change.
+    #[serde(default = "yes")]
+    pub watch: bool,
+}
+
+fn default_plugins_dir() -> PathBuf {
+    PathBuf::from("plugins")
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for PluginsConfig {
+    fn default() -> Self {
+        Self {
+            dir: default_plugins_dir(),
+            watch: true,
+        }
+    }
+}
+
+/// Limits for wasm execution.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct RuntimeConfig {
+    /// How often the epoch ticker runs. Guests yield to other tasks every
+    /// tick, so this bounds how long one guest holds a worker thread
+    /// (Spin uses 10 ms, Zed 100 ms).
+    pub epoch_tick_ms: u64,
+    /// The per-call deadline a plugin gets unless its manifest and the
+    /// operator's grant say otherwise. A poll that makes a few HTTP calls
+    /// fits well inside it.
+    pub call_deadline_ms: u64,
+    /// The memory a plugin gets unless granted otherwise, in MiB.
+    pub memory_mb: u64,
+    /// How many timers a login may have unless granted otherwise.
+    pub timers: u32,
+    /// The shortest timer period or delay, in milliseconds.
+    pub min_timer_ms: u32,
+    /// How many guest calls may run at once across all logins; the rest
+    /// wait, so a storm of timers cannot starve the host.
+    pub max_concurrent_calls: usize,
+    /// Traps in a row after which a login stops restarting (crash loop).
+    pub max_restarts: u32,
+    /// The first restart delay after a trap; it doubles each time.
+    pub restart_backoff_ms: u64,
+    /// The longest restart delay.
+    pub max_restart_backoff_ms: u64,
+    /// After this long without a trap, a login's trap count resets.
+    pub healthy_after_ms: u64,
+    /// Cache compiled components on disk, under the data directory.
+    pub compile_cache: bool,
+    /// Where the compile cache lives, instead of `<data-dir>/compile-cache`.
+    pub compile_cache_dir: Option<PathBuf>,
+    /// Each login's mailbox: Matrix events wait here while the instance is
+    /// busy; when it is full, senders wait.
+    pub mailbox: usize,
+}
+
+impl Default for RuntimeConfig {
+    fn default() -> Self {
+        Self {
+            epoch_tick_ms: 10,
+            call_deadline_ms: 10_000,
+            memory_mb: 64,
+            timers: 16,
+            min_timer_ms: 1_000,
+            max_concurrent_calls: 64,
+            max_restarts: 5,
+            restart_backoff_ms: 500,
+            max_restart_backoff_ms: 60_000,
+            healthy_after_ms: 60_000,
+            compile_cache: true,
+            compile_cache_dir: None,
+            mailbox: 256,
+        }
+    }
+}
+
+/// Limits for plugins' outgoing HTTP.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct HttpConfig {
+    /// The timeout of a request that names none.
+    pub default_timeout_ms: u64,
+    /// The longest timeout a request may ask for.
+    pub max_timeout_ms: u64,
+    /// The largest response body a plugin gets unless granted otherwise.
+    pub max_response_bytes: u64,
+    /// The largest request body a plugin may send.
+    pub max_request_bytes: u64,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            default_timeout_ms: 10_000,
+            max_timeout_ms: 60_000,
+            max_response_bytes: 8 << 20,
+            max_request_bytes: 4 << 20,
+        }
+    }
+}
+
+/// The admin API: loading plugins and managing logins, for operators.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AdminConfig {
+    /// Where it listens; keep it on loopback.
+    pub listen: SocketAddr,
+    /// The bearer token it requires (at least 16 characters).
+    pub token: String,
+}
+
+/// What the operator grants one plugin, and its settings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct PluginGrants {
+    /// URL patterns the plugin may reach: `scheme://host[:port]`, where
+    /// the host may be `*` or start with `*.`, and the port may be `*`.
+    #[serde(default)]
+    pub http: Vec<String>,
+    /// Whether the plugin may reach loopback and private addresses (only
+    /// for hosts it is granted). Off by default: a granted public name
+    /// that resolves to a private address is refused.
+    #[serde(default)]
+    pub private_networks: bool,
+    /// The most memory the plugin may ask for, in MiB.
+    pub memory_mb: Option<u64>,
+    /// The most timers per login.
+    pub timers: Option<u32>,
+    /// The longest per-call deadline it may ask for.
+    pub call_deadline_ms: Option<u64>,
+    /// The largest response body it may receive.
+    pub max_response_bytes: Option<u64>,
+    /// Which plugins it may use through the host, by interface, e.g.
+    /// `tokens = "msal"`; overrides the manifest's choice.
+    #[serde(default)]
+    pub uses: BTreeMap<String, String>,
+    /// The plugin's settings, checked against its manifest's schema.
+    #[serde(default)]
+    pub settings: toml::Table,
+}
+
+/// The homeserver the appservice belongs to.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct HomeserverConfig {
+    /// Its client-server API base URL.
+    pub url: String,
+    /// Its server name, the part after `:` in user ids.
+    pub domain: String,
+}
+
+/// The appservice.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct AppserviceConfig {
+    /// Where the appservice (and provisioning) HTTP server listens.
+    pub listen: SocketAddr,
+    /// The URL the homeserver uses to reach it.
+    pub address: String,
+    /// The registration file (written by `weft generate-registration`).
+    #[serde(default = "default_registration")]
+    pub registration: PathBuf,
+    /// The appservice id in the registration.
+    #[serde(default = "default_appservice_id")]
+    pub id: String,
+    /// The bridge bot's localpart.
+    #[serde(default = "default_bot")]
+    pub bot_username: String,
+    /// The bridge bot's display name.
+    #[serde(default = "default_bot_name")]
+    pub bot_displayname: String,
+    /// The largest request body the server accepts.
+    #[serde(default = "default_max_body")]
+    pub max_body_bytes: usize,
+}
+
+fn default_registration() -> PathBuf {
+    PathBuf::from("registration.yaml")
+}
+fn default_appservice_id() -> String {
+    "weft".into()
+}
+fn default_bot() -> String {
+    "weftbot".into()
+}
+fn default_bot_name() -> String {
+    "weft bridge bot".into()
+}
+fn default_max_body() -> usize {
+    // Synapse batches up to 100 PDUs and 100 EDUs per transaction; 8 MiB
+    // leaves room for large events without accepting anything unbounded.
+    8 << 20
+}
+
+/// The provisioning API.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct ProvisioningConfig {
+    /// The shared secret; shorter than 16 characters or `disable` turns
+    /// the API off. Matrix access tokens work too (checked with `/whoami`).
+    #[serde(default)]
+    pub shared_secret: Option<String>,
+    /// Whether users may authenticate with their own Matrix access token.
+    #[serde(default = "yes")]
+    pub allow_matrix_auth: bool,
+}
+
+impl Default for ProvisioningConfig {
+    fn default() -> Self {
+        Self {
+            shared_secret: None,
+            allow_matrix_auth: true,
+        }
+    }
+}
+
+/// Bridge behaviour.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
+pub struct BridgeConfig {
+    /// Who may use the bridge: `*`, server names, or user ids. Empty means
+    /// the homeserver's own users.
+    pub permitted: Vec<String>,
+    /// How many logins one Matrix user may have; 0 means no limit.
+    pub max_logins_per_user: usize,
+    /// How long a login process may take, in seconds.
+    pub login_timeout_secs: u64,
+}
+
+impl Default for BridgeConfig {
+    fn default() -> Self {
+        Self {
+            permitted: Vec::new(),
+            max_logins_per_user: 0,
+            login_timeout_secs: 30 * 60,
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct LoggingConfig {
+    /// A `tracing` filter, e.g. `info,weft_host=debug`; `RUST_LOG` wins.
+    #[serde(default = "default_log_filter")]
+    pub filter: String,
+    /// Emit JSON lines instead of text.
+    #[serde(default)]
+    pub json: bool,
+}
+
+fn default_log_filter() -> String {
+    "info".into()
+}
+
+impl Default for LoggingConfig {
+    fn default() -> Self {
+        Self {
+            filter: default_log_filter(),
+            json: false,
+        }
+    }
+}
+
+impl Config {
+    /// Reads and checks the file at `path`; relative paths in it become
+    /// relative to its directory.
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("failed to read {}", path.display()))?;
+        let mut config: Config = toml::from_str(&text)
+            .with_context(|| format!("{} is not a valid weft config", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        config.resolve_paths(base);
+        config.check()?;
+        Ok(config)
+    }
+
+    /// Parses a config from text, with paths relative to `base`.
+    pub fn from_toml(text: &str, base: &Path) -> Result<Self> {
+        let mut config: Config = toml::from_str(text).context("not a valid weft config")?;
+        config.resolve_paths(base);
+        config.check()?;
+        Ok(config)
+    }
+
+    fn resolve_paths(&mut self, base: &Path) {
+        let absolute = |path: &mut PathBuf| {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        };
+        absolute(&mut self.data_dir);
+        absolute(&mut self.plugins.dir);
+        if let Some(appservice) = &mut self.appservice {
+            absolute(&mut appservice.registration);
+        }
+    }
+
+    fn check(&self) -> Result<()> {
+        if let Some(admin) = &self.admin
+            && admin.token.len() < 16
+        {
+            bail!("[admin] token must be at least 16 characters");
+        }
+        if self.homeserver.is_some() != self.appservice.is_some() {
+            bail!("[homeserver] and [appservice] go together: set both or neither");
+        }
+        if self.runtime.epoch_tick_ms == 0
+            || self.runtime.max_concurrent_calls == 0
+            || self.runtime.mailbox == 0
+        {
+            bail!("[runtime] epoch-tick-ms, max-concurrent-calls and mailbox must be positive");
+        }
+        Ok(())
+    }
+
+    /// The operator's grants for plugin `id` (empty if none are set).
+    pub fn grants(&self, id: &str) -> PluginGrants {
+        self.plugin.get(id).cloned().unwrap_or_default()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_file_is_a_valid_config_with_defaults() {
+        let config = Config::from_toml("", Path::new("/etc/weft")).unwrap();
+        // Relative default paths are anchored at the config's directory.
+        assert_eq!(config.data_dir, PathBuf::from("/etc/weft/data"));
+        assert_eq!(config.runtime.call_deadline_ms, 10_000);
+        assert!(config.homeserver.is_none());
+    }
+
+    #[test]
+    fn a_misspelled_key_is_an_error_that_names_it() {
+        let error =
+            Config::from_toml("[runtime]\ncall-dedline-ms = 5\n", Path::new(".")).unwrap_err();
+        // The message names the unknown key.
+        assert!(
+            format!("{error:#}").contains("call-dedline-ms"),
+            "{error:#}"
+        );
+    }
+
+    #[test]
+    fn a_short_admin_token_is_refused() {
+        let error = Config::from_toml(
+            "[admin]\nlisten = \"127.0.0.1:1\"\ntoken = \"short\"\n",
+            Path::new("."),
+        )
+        .unwrap_err();
+        assert!(error.to_string().contains("at least 16"), "{error}");
+    }
+}

@@ -1,0 +1,302 @@
+//! `weft`: the host's command line. Runs the host, and talks to a running
+//! host's admin API for operators. No logic lives here.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use clap::{Parser, Subcommand};
+use weft_host::config::Config;
+use weft_host::host::Host;
+
+#[derive(Parser)]
+#[command(
+    name = "weft",
+    version,
+    about = "Runs Matrix-bridge connectors as sandboxed WebAssembly components."
+)]
+struct Cli {
+    /// The config file.
+    #[arg(
+        short,
+        long,
+        global = true,
+        env = "WEFT_CONFIG",
+        default_value = "weft.toml"
+    )]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the host.
+    Run,
+    /// Check a plugin file without a running host: manifest, grants,
+    /// compilation and linking.
+    CheckPlugin {
+        /// The component.
+        path: PathBuf,
+    },
+    /// Manage the plugins of a running host.
+    #[command(subcommand)]
+    Plugin(PluginCommand),
+    /// Manage the logins of a running host.
+    #[command(subcommand)]
+    Login(LoginCommand),
+}
+
+#[derive(Subcommand)]
+enum PluginCommand {
+    /// List loaded plugins and files that failed to load.
+    List,
+    /// Load a plugin file (or upgrade to it if its id is loaded).
+    Load {
+        /// The component.
+        path: PathBuf,
+    },
+    /// Upgrade a loaded plugin to the one in a file.
+    Upgrade {
+        /// The plugin id.
+        id: String,
+        /// The component.
+        path: PathBuf,
+    },
+    /// Unload a plugin; its logins stop until it is loaded again.
+    Unload {
+        /// The plugin id.
+        id: String,
+    },
+}
+
+#[derive(Subcommand)]
+enum LoginCommand {
+    /// List logins with their states.
+    List,
+    /// Create a login directly, without a login process.
+    Create {
+        /// The connector plugin.
+        #[arg(long)]
+        plugin: String,
+        /// The login id.
+        #[arg(long)]
+        id: String,
+        /// The Matrix user who owns it.
+        #[arg(long)]
+        owner: String,
+        /// The connector's metadata, as JSON.
+        #[arg(long, default_value = "{}")]
+        metadata: String,
+    },
+    /// Delete a login (`plugin:login-id`).
+    Delete {
+        /// The login.
+        key: String,
+        /// Log out of the remote service first.
+        #[arg(long)]
+        logout: bool,
+    },
+}
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Run => run(&cli.config).await,
+            Command::CheckPlugin { path } => check_plugin(&cli.config, &path).await,
+            Command::Plugin(command) => plugin_command(&cli.config, command).await,
+            Command::Login(command) => login_command(&cli.config, command).await,
+        }
+    })
+}
+
+async fn run(config_path: &Path) -> Result<()> {
+    let config = Config::load(config_path)?;
+    weft_host::telemetry::init(&config.logging);
+    let host = Host::start(config).await?;
+    tracing::info!("weft is running; stop it with Ctrl-C or SIGTERM");
+    wait_for_signal().await;
+    host.shutdown().await;
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("failed to install the SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+async fn check_plugin(config_path: &Path, path: &Path) -> Result<()> {
+    let config = if config_path.exists() {
+        Config::load(config_path)?
+    } else {
+        Config::from_toml("", Path::new("."))?
+    };
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let mut config = config;
+    config.runtime.compile_cache = false;
+    let runtime = weft_host::runtime::Runtime::new(&config)?;
+    let source = weft_host::runtime::plugin::PluginSource::read(path)?;
+    let plugin = weft_host::runtime::plugin::load(
+        &runtime,
+        source,
+        &config.grants(&manifest_id(path)?),
+        &config.http,
+    )
+    .await?;
+    println!(
+        "{} {} ({}) loads: memory {} MiB, call deadline {} ms, http {:?}",
+        plugin.id(),
+        plugin.version(),
+        plugin.manifest.world.wit_name(),
+        plugin.capabilities.memory_bytes >> 20,
+        plugin.capabilities.call_deadline.as_millis(),
+        plugin
+            .capabilities
+            .http
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+    );
+    Ok(())
+}
+
+fn manifest_id(path: &Path) -> Result<String> {
+    let source = weft_host::runtime::plugin::PluginSource::read(path)?;
+    Ok(weft_host::runtime::manifest::Manifest::parse(&source.manifest)?.id)
+}
+
+/// A client of the running host's admin API, from the config.
+struct AdminClient {
+    base: String,
+    token: String,
+    http: reqwest::Client,
+}
+
+impl AdminClient {
+    fn new(config_path: &Path) -> Result<Self> {
+        let config = Config::load(config_path)?;
+        let admin = config
+            .admin
+            .context("the config has no [admin] section, so the host has no admin API")?;
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Ok(Self {
+            base: format!("http://{}/_weft/admin/v1", admin.listen),
+            token: admin.token,
+            http: reqwest::Client::builder()
+                .timeout(std::time::Duration::from_secs(120))
+                .build()?,
+        })
+    }
+
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<serde_json::Value> {
+        let mut request = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .bearer_auth(&self.token);
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request
+            .send()
+            .await
+            .context("cannot reach the host's admin API; is `weft run` running?")?;
+        let status = response.status();
+        let body: serde_json::Value = response.json().await.unwrap_or_default();
+        if !status.is_success() {
+            bail!(
+                "{}",
+                body.get("error")
+                    .and_then(|e| e.as_str())
+                    .unwrap_or(status.as_str())
+            );
+        }
+        Ok(body)
+    }
+}
+
+fn print(value: &serde_json::Value) {
+    println!(
+        "{}",
+        serde_json::to_string_pretty(value).unwrap_or_default()
+    );
+}
+
+fn absolute(path: &Path) -> Result<PathBuf> {
+    std::fs::canonicalize(path).with_context(|| format!("cannot find {}", path.display()))
+}
+
+async fn plugin_command(config: &Path, command: PluginCommand) -> Result<()> {
+    let client = AdminClient::new(config)?;
+    let result = match command {
+        PluginCommand::List => client.call(reqwest::Method::GET, "/plugins", None).await?,
+        PluginCommand::Load { path } => {
+            let body = serde_json::json!({ "path": absolute(&path)? });
+            client
+                .call(reqwest::Method::POST, "/plugins", Some(body))
+                .await?
+        }
+        PluginCommand::Upgrade { id, path } => {
+            let body = serde_json::json!({ "path": absolute(&path)? });
+            client
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/plugins/{id}/upgrade"),
+                    Some(body),
+                )
+                .await?
+        }
+        PluginCommand::Unload { id } => {
+            client
+                .call(reqwest::Method::DELETE, &format!("/plugins/{id}"), None)
+                .await?
+        }
+    };
+    print(&result);
+    Ok(())
+}
+
+async fn login_command(config: &Path, command: LoginCommand) -> Result<()> {
+    let client = AdminClient::new(config)?;
+    let result = match command {
+        LoginCommand::List => client.call(reqwest::Method::GET, "/logins", None).await?,
+        LoginCommand::Create {
+            plugin,
+            id,
+            owner,
+            metadata,
+        } => {
+            let metadata: serde_json::Value =
+                serde_json::from_str(&metadata).context("--metadata must be JSON")?;
+            let body = serde_json::json!({ "plugin": plugin, "id": id, "owner": owner, "metadata": metadata });
+            client
+                .call(reqwest::Method::POST, "/logins", Some(body))
+                .await?
+        }
+        LoginCommand::Delete { key, logout } => {
+            let key =
+                percent_encoding::utf8_percent_encode(&key, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string();
+            client
+                .call(
+                    reqwest::Method::DELETE,
+                    &format!("/logins/{key}?logout={logout}"),
+                    None,
+                )
+                .await?
+        }
+    };
+    print(&result);
+    Ok(())
+}

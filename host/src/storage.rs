@@ -1,0 +1,116 @@
+//! Durable storage: a small ordered key-value trait with a sled backend
+//! (the embedded default) and an in-memory one (for tests and benchmarks).
+//!
+//! Everything the host keeps lives here: login records, portals, message
+//! mappings, the event outbox, timers, and every plugin's KV namespace.
+//! Keeping the trait this small (ordered trees of byte keys, with
+//! compare-and-swap) is what lets another backend be added later; the
+//! conformance suite in `storage::conformance` pins its behaviour.
+
+#[cfg(test)]
+mod conformance;
+mod keys;
+mod memory;
+mod sled_store;
+mod table;
+
+use std::sync::Arc;
+
+pub use keys::{KeyBuf, split_components};
+pub use memory::MemoryStorage;
+pub use sled_store::SledStorage;
+pub use table::Table;
+
+/// Why a storage operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    /// The backend failed (I/O, corruption).
+    #[error("storage backend failed: {0}")]
+    Backend(String),
+    /// A stored value did not decode as the expected type.
+    #[error("stored value in `{tree}` does not decode: {message}")]
+    Decode {
+        /// The tree it came from.
+        tree: &'static str,
+        /// What was wrong.
+        message: String,
+    },
+}
+
+/// `Result` with [`StorageError`].
+pub type Result<T, E = StorageError> = std::result::Result<T, E>;
+
+/// A named, ordered map of byte keys to byte values.
+pub trait Tree: Send + Sync + 'static {
+    /// The value under `key`.
+    fn get(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Stores `value` under `key`; returns the previous value.
+    fn insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Removes `key`; returns the previous value.
+    fn remove(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Replaces the value of `key` with `new` if it is `expected` (`None`
+    /// meaning absent; a `new` of `None` removes). Returns whether it did.
+    fn compare_and_swap(
+        &self,
+        key: &[u8],
+        expected: Option<&[u8]>,
+        new: Option<&[u8]>,
+    ) -> Result<bool>;
+    /// Entries whose key starts with `prefix` and sorts after `start_after`
+    /// (if given), in key order, at most `limit`.
+    fn scan(
+        &self,
+        prefix: &[u8],
+        start_after: Option<&[u8]>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>>;
+    /// The last entry whose key starts with `prefix`.
+    fn last_with_prefix(&self, prefix: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
+    /// Removes every entry whose key starts with `prefix`; returns how many.
+    fn remove_prefix(&self, prefix: &[u8]) -> Result<usize>;
+}
+
+/// A storage backend: a set of trees.
+pub trait Storage: Send + Sync + 'static {
+    /// The tree called `name`, created if needed.
+    fn tree(&self, name: &'static str) -> Result<Arc<dyn Tree>>;
+    /// Makes every write so far durable. Blocks: async callers use
+    /// [`flush_async`].
+    fn flush(&self) -> Result<()>;
+}
+
+/// Flushes `storage` on the blocking pool.
+pub async fn flush_async(storage: &Arc<dyn Storage>) -> Result<()> {
+    let storage = storage.clone();
+    tokio::task::spawn_blocking(move || storage.flush())
+        .await
+        .map_err(|e| StorageError::Backend(format!("flush task failed: {e}")))?
+}
+
+/// The names of the host's trees, in one place so that none is reused by
+/// accident. Plugin KV lives in [`trees::PLUGIN_KV`] under a per-namespace
+/// key prefix.
+pub mod trees {
+    /// UserLogin records: (plugin, login id) → record.
+    pub const LOGINS: &str = "logins";
+    /// Each plugin's KV, keyed by namespace then the plugin's key.
+    pub const PLUGIN_KV: &str = "plugin_kv";
+    /// Each login's timers: (plugin, login id) → timer table.
+    pub const TIMERS: &str = "timers";
+    /// Remote events waiting to be bridged: (plugin, login, seq) → event.
+    pub const OUTBOX: &str = "outbox";
+    /// Portals: (plugin, chat id, receiver) → portal record.
+    pub const PORTALS: &str = "portals";
+    /// Room id → portal key.
+    pub const ROOM_PORTAL: &str = "room_portal";
+    /// Ghosts: (plugin, remote user id) → ghost record.
+    pub const GHOSTS: &str = "ghosts";
+    /// Bridged messages: (portal, remote message id) → Matrix event.
+    pub const MESSAGE_BY_REMOTE: &str = "message_by_remote";
+    /// Bridged messages: Matrix event id → (portal, remote message id).
+    pub const MESSAGE_BY_EVENT: &str = "message_by_event";
+    /// Appservice transactions already handled: txn id → time.
+    pub const TRANSACTIONS: &str = "transactions";
+    /// Matrix users of the bridge: user id → record (management room).
+    pub const USERS: &str = "users";
+}

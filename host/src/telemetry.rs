@@ -1,0 +1,22 @@
+//! Logging setup.
+
+use tracing_subscriber::EnvFilter;
+
+use crate::config::LoggingConfig;
+
+/// Installs the global `tracing` subscriber. `RUST_LOG` overrides the
+/// configured filter.
+pub fn init(config: &LoggingConfig) {
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.filter));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_target(true);
+    let result = if config.json {
+        builder.json().try_init()
+    } else {
+        builder.try_init()
+    };
+    // A subscriber may already be set (tests start several hosts).
+    drop(result);
+}

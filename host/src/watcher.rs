@@ -1,0 +1,116 @@
+//! Hot-loading from the plugins directory.
+//!
+//! At start the host loads every `*.wasm` in the directory; afterwards it
+//! watches the directory. A new or changed component (or its `.toml`
+//! manifest) is loaded or upgraded; a removed component is unloaded. Events
+//! are debounced so that a file being copied in is read once it is whole;
+//! a file caught half-written fails to load, the old version keeps running,
+//! and the next event loads it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use notify_debouncer_mini::{DebounceEventResult, new_debouncer, notify::RecursiveMode};
+use tokio::sync::mpsc;
+
+use crate::registry::{LoadOutcome, Registry};
+
+/// The last load error per file.
+pub type LoadErrors = Arc<Mutex<BTreeMap<PathBuf, String>>>;
+
+/// How long the directory must be quiet before changes are acted on.
+const DEBOUNCE: Duration = Duration::from_millis(400);
+
+/// The components in `dir`, in name order.
+pub fn components_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wasm") && p.is_file())
+        .collect();
+    paths.sort();
+    Ok(paths)
+}
+
+/// Loads (or upgrades to) `path`, recording the outcome in `errors`.
+pub async fn load_one(registry: &Registry, errors: &LoadErrors, path: &Path) {
+    let result = registry.load_file(path).await;
+    let mut errors = errors.lock().expect("load error map poisoned");
+    match result {
+        Ok(outcome) => {
+            errors.remove(path);
+            match outcome {
+                LoadOutcome::Unchanged { .. } => {}
+                outcome => tracing::info!(path = %path.display(), ?outcome, "plugin file loaded"),
+            }
+        }
+        Err(error) => {
+            tracing::error!(path = %path.display(), %error, "plugin file refused");
+            errors.insert(path.to_owned(), error.to_string());
+        }
+    }
+}
+
+/// Loads every component in `dir`.
+pub async fn load_dir(registry: &Registry, errors: &LoadErrors, dir: &Path) -> std::io::Result<()> {
+    for path in components_in(dir)? {
+        load_one(registry, errors, &path).await;
+    }
+    Ok(())
+}
+
+/// Watches `dir` until the returned guard is dropped.
+pub fn watch(
+    registry: Arc<Registry>,
+    errors: LoadErrors,
+    dir: PathBuf,
+) -> anyhow::Result<impl Drop> {
+    let (tx, mut rx) = mpsc::unbounded_channel::<PathBuf>();
+    let mut debouncer = new_debouncer(DEBOUNCE, move |result: DebounceEventResult| match result {
+        Ok(events) => {
+            for event in events {
+                let _ = tx.send(event.path);
+            }
+        }
+        Err(error) => tracing::warn!(%error, "plugin directory watch error"),
+    })?;
+    debouncer
+        .watcher()
+        .watch(&dir, RecursiveMode::NonRecursive)?;
+    tokio::spawn(async move {
+        while let Some(path) = rx.recv().await {
+            let component = match path.extension().and_then(|e| e.to_str()) {
+                Some("wasm") => path,
+                Some("toml") => path.with_extension("wasm"),
+                _ => continue,
+            };
+            if component.is_file() {
+                load_one(&registry, &errors, &component).await;
+            } else {
+                unload_removed(&registry, &component).await;
+                errors
+                    .lock()
+                    .expect("load error map poisoned")
+                    .remove(&component);
+            }
+        }
+    });
+    Ok(debouncer)
+}
+
+async fn unload_removed(registry: &Registry, path: &Path) {
+    for plugin in registry.plugins().await {
+        if plugin.source.as_deref() == Some(path.display().to_string().as_str()) {
+            match registry.unload(&plugin.id).await {
+                Ok(()) => {
+                    tracing::info!(plugin = %plugin.id, path = %path.display(), "plugin file removed; unloaded")
+                }
+                Err(error) => {
+                    tracing::warn!(plugin = %plugin.id, %error, "failed to unload a removed plugin")
+                }
+            }
+        }
+    }
+}
