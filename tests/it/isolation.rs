@@ -1,0 +1,78 @@
+//! Two logins of one plugin share nothing.
+
+use weft_host::runtime::actor::{Phase, WorkError};
+use weft_host::runtime::instance::CallError;
+use weft_tests::host::{TestHost, ask, send};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_logins_of_one_plugin_each_see_only_their_own_kv() {
+    let test = TestHost::builder().plugin("probe").start().await;
+    let alice = test.login("probe", "alice").await;
+    let bob = test.login("probe", "bob").await;
+
+    assert_eq!(ask(&alice, "kv-set colour red").await, "ok");
+    // Bob's namespace does not have Alice's key...
+    assert_eq!(ask(&bob, "kv-get colour").await, "<none>");
+    assert_eq!(ask(&bob, "kv-set colour blue").await, "ok");
+    // ...and writing it there leaves Alice's value alone.
+    assert_eq!(ask(&alice, "kv-get colour").await, "red");
+    // Listing shows only the login's own keys.
+    assert_eq!(ask(&alice, "kv-list").await, "colour,starts");
+    // The host's storage agrees: two namespaces, one value each.
+    let registry = test.host.registry();
+    let alice_kv = registry.login_kv(&alice.key, "probe").unwrap();
+    assert!(alice_kv.contains(&("colour".into(), b"red".to_vec())));
+    let bob_kv = registry.login_kv(&bob.key, "probe").unwrap();
+    assert!(bob_kv.contains(&("colour".into(), b"blue".to_vec())));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trap_in_one_login_leaves_the_other_running_and_answering() {
+    let test = TestHost::builder().plugin("probe").start().await;
+    let alice = test.login("probe", "alice").await;
+    let bob = test.login("probe", "bob").await;
+    ask(&alice, "kv-set kept yes").await;
+    ask(&bob, "kv-set mine bob").await;
+
+    let error = send(&alice, "trap").await.unwrap_err();
+    // The caller learns the instance trapped, with the panic message.
+    assert!(
+        matches!(&error, WorkError::Call(CallError::Trap(m)) if m.contains("told to trap")),
+        "{error:?}"
+    );
+    // Bob's instance never noticed.
+    assert_eq!(ask(&bob, "kv-get mine").await, "bob");
+    assert_eq!(bob.status().instances_started, 1);
+
+    // Alice comes back on a new instance, from her persisted state.
+    let status = alice
+        .wait_for(std::time::Duration::from_secs(10), |s| {
+            s.phase == Phase::Running && s.instances_started == 2
+        })
+        .await
+        .expect("alice restarts");
+    assert_eq!(status.strikes, 1);
+    assert_eq!(ask(&alice, "kv-get kept").await, "yes");
+    // Her `start` ran once per instance.
+    assert_eq!(ask(&alice, "counter starts").await, "2");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cookies_set_for_one_login_are_not_sent_for_another() {
+    let server = weft_tests::servers::fixture_server().await;
+    let test = TestHost::builder().plugin("probe").start().await;
+    let alice = test.login("probe", "alice").await;
+    let bob = test.login("probe", "bob").await;
+
+    ask(
+        &alice,
+        &format!("http GET http://{server}/set-cookie alice-session"),
+    )
+    .await;
+    // Alice's next request carries her cookie...
+    let answer = ask(&alice, &format!("http GET http://{server}/echo-cookie")).await;
+    assert!(answer.contains("session=alice-session"), "{answer}");
+    // ...and Bob's does not: each instance has its own jar.
+    let answer = ask(&bob, &format!("http GET http://{server}/echo-cookie")).await;
+    assert!(answer.contains("no-cookie"), "{answer}");
+}

@@ -1,0 +1,135 @@
+//! Memory caps, deadlines and crash loops: a misbehaving instance is
+//! stopped and the host and other instances keep going.
+
+use std::time::Duration;
+
+use weft_host::logins::StateEvent;
+use weft_host::runtime::actor::{Phase, WorkError};
+use weft_host::runtime::instance::CallError;
+use weft_tests::host::{TestHost, ask, send};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_allocates_without_bound_traps_at_the_memory_cap() {
+    let test = TestHost::builder().plugin("probe").start().await;
+    let greedy = test.login("probe", "greedy").await;
+    let calm = test.login("probe", "calm").await;
+
+    let error = send(&greedy, "alloc-forever").await.unwrap_err();
+    // The probe's manifest asks for 32 MiB; the trap names the cap.
+    assert!(
+        matches!(&error, WorkError::Call(CallError::MemoryCap(m)) if m.contains("32 MiB")),
+        "{error:?}"
+    );
+    // The other login is untouched, and the greedy one restarts.
+    assert_eq!(ask(&calm, "version").await, "0.1.0");
+    greedy
+        .wait_for(Duration::from_secs(10), |s| {
+            s.phase == Phase::Running && s.instances_started == 2
+        })
+        .await
+        .expect("the greedy login restarts");
+    assert_eq!(ask(&greedy, "version").await, "0.1.0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn memory_under_the_cap_is_usable_and_reported() {
+    let test = TestHost::builder().plugin("probe").start().await;
+    let login = test.login("probe", "holder").await;
+    let before = login.status().memory_bytes;
+    assert_eq!(ask(&login, "hold 8").await, "held=8");
+    let after = login.status().memory_bytes;
+    // Eight MiB more linear memory, within the 32 MiB cap.
+    assert!(
+        after >= before + (8 << 20),
+        "before {before}, after {after}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_loops_forever_is_interrupted_at_its_deadline_while_others_answer() {
+    let test = TestHost::builder().plugin("probe").start().await;
+    let spinner = test.login("probe", "spinner").await;
+    let other = test.login("probe", "other").await;
+
+    let spinning = tokio::spawn({
+        let spinner = spinner.clone();
+        async move { send(&spinner, "spin").await }
+    });
+    // While one guest spins, another answers: guests yield every epoch
+    // tick instead of holding a worker thread.
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(ask(&other, "version").await, "0.1.0");
+    assert!(
+        !spinning.is_finished(),
+        "the spinning call ended before its deadline"
+    );
+
+    let error = spinning.await.unwrap().unwrap_err();
+    // The probe's deadline is 2000 ms; the error says so.
+    assert!(
+        matches!(&error, WorkError::Call(CallError::Deadline(d)) if d.as_millis() == 2000),
+        "{error:?}"
+    );
+    assert!(
+        error.to_string().contains("2000-millisecond deadline"),
+        "{error}"
+    );
+    spinner
+        .wait_for(Duration::from_secs(10), |s| {
+            s.phase == Phase::Running && s.instances_started == 2
+        })
+        .await
+        .expect("the spinner restarts");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_that_traps_on_every_start_stops_in_a_crash_loop_with_a_clear_state() {
+    let test = TestHost::builder()
+        .plugin("probe")
+        .config("[plugin.probe.settings]\nstart-trap = true")
+        .start()
+        .await;
+    let login = test.login("probe", "doomed").await;
+
+    let status = login
+        .wait_for(Duration::from_secs(20), |s| s.phase == Phase::Failed)
+        .await
+        .expect("the login gives up");
+    // It tried the first start plus `max-restarts` (3) restarts, no more.
+    assert_eq!(status.instances_started, 4);
+    assert_eq!(status.strikes, 4);
+    assert!(status.last_error.unwrap().contains("traps in start"));
+    // The login's bridge state tells the user why.
+    let record = test
+        .host
+        .services()
+        .logins
+        .get(&login.key)
+        .unwrap()
+        .unwrap();
+    assert_eq!(record.state.state_event, StateEvent::UnknownError);
+    assert_eq!(record.state.error.as_deref(), Some("plugin-crash-loop"));
+    assert!(
+        record
+            .state
+            .message
+            .unwrap()
+            .contains("stopped after 4 failures")
+    );
+    // Work sent to it fails at once with that reason instead of hanging.
+    let error = send(&login, "version").await.unwrap_err();
+    assert!(
+        matches!(&error, WorkError::Unavailable(m) if m.contains("stopped after")),
+        "{error:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_kv_value_is_refused_and_changes_nothing() {
+    let test = TestHost::builder().plugin("probe").start().await;
+    let login = test.login("probe", "kv").await;
+    let answer = ask(&login, "kv-big 2000000").await;
+    // The value cap is 1 MiB and the error carries it.
+    assert_eq!(answer, "error=ValueTooLarge(1048576)");
+    assert_eq!(ask(&login, "kv-get big").await, "<none>");
+}

@@ -1,0 +1,11 @@
+//! Integration tests: real components built from source, real storage,
+//! real HTTP servers on loopback (and, for the Matrix side, a real
+//! Synapse). One binary, one module per area.
+
+mod hot_load;
+mod isolation;
+mod limits;
+mod outbound_http;
+mod providers;
+mod timers;
+mod wasi;

@@ -1,0 +1,91 @@
+//! Outgoing HTTP under the operator's grants.
+
+use weft_tests::host::{TestHost, ask};
+use weft_tests::servers::fixture_server;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_host_answers() {
+    let server = fixture_server().await;
+    let test = TestHost::builder().plugin("probe").start().await;
+    let login = test.login("probe", "http").await;
+    let answer = ask(&login, &format!("http GET http://{server}/ok")).await;
+    assert_eq!(answer, "status=200 len=26 body=hello from the test server");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_outside_the_grant_is_denied_with_the_typed_error() {
+    let server = fixture_server().await;
+    let test = TestHost::builder().plugin("probe").start().await;
+    let login = test.login("probe", "http").await;
+    // `localhost` names the same server, but only 127.0.0.1 is granted.
+    let answer = ask(
+        &login,
+        &format!("http GET http://localhost:{}/ok", server.port()),
+    )
+    .await;
+    assert!(answer.starts_with("error=Denied("), "{answer}");
+    assert!(answer.contains("not granted to plugin probe"), "{answer}");
+    // So is https on the granted host.
+    let answer = ask(&login, &format!("http GET https://{server}/ok")).await;
+    assert!(answer.starts_with("error=Denied("), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loopback_address_is_denied_without_the_private_networks_grant() {
+    let server = fixture_server().await;
+    let test = TestHost::builder()
+        .plugin("probe")
+        .grant("probe", "http = [\"http://127.0.0.1:*\"]")
+        .start()
+        .await;
+    let login = test.login("probe", "http").await;
+    let answer = ask(&login, &format!("http GET http://{server}/ok")).await;
+    // Granted by pattern, but loopback needs the operator's explicit grant.
+    assert!(answer.starts_with("error=Denied("), "{answer}");
+    assert!(answer.contains("private"), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_response_is_cut_with_the_typed_error() {
+    let server = fixture_server().await;
+    let test = TestHost::builder().plugin("probe").start().await;
+    let login = test.login("probe", "http").await;
+    // /big is 2 MiB; the grant caps responses at 1 MiB.
+    let answer = ask(&login, &format!("http GET http://{server}/big")).await;
+    assert_eq!(answer, "error=TooLarge(1048576)");
+    // The instance is fine afterwards.
+    assert_eq!(ask(&login, "version").await, "0.1.0");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_server_times_out_within_the_call_deadline() {
+    let server = fixture_server().await;
+    let test = TestHost::builder().plugin("probe").start().await;
+    let login = test.login("probe", "http").await;
+    // /slow takes 30 s; the request's timeout is clamped to what is left
+    // of the probe's 2 s call deadline, so the plugin gets a typed timeout
+    // instead of being killed.
+    let answer = ask(&login, &format!("http GET http://{server}/slow")).await;
+    assert_eq!(answer, "error=Timeout");
+    assert_eq!(login.status().instances_started, 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_asking_for_an_ungranted_host_is_refused_naming_the_capability() {
+    // No [plugin.probe] grant: the probe's request for http://127.0.0.1:*
+    // cannot be met.
+    let test = TestHost::builder().grant("probe", "").start().await;
+    let error = test
+        .host
+        .registry()
+        .load_file(&weft_tests::component("probe"))
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("asks for capability `http: http://127.0.0.1:*`"),
+        "{error}"
+    );
+    assert!(error.contains("[plugin.probe]"), "{error}");
+    assert!(test.host.registry().plugin("probe").is_none());
+}

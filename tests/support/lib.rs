@@ -1,0 +1,65 @@
+//! Test support: hosts on real storage in temporary directories, plugins
+//! built from source by `cargo weft build`, and real HTTP servers on
+//! loopback.
+
+pub mod host;
+pub mod servers;
+pub mod sink;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The workspace root.
+pub fn workspace() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("tests/ is in the workspace")
+        .to_owned()
+}
+
+/// The component `cargo weft build` made for package `package`.
+pub fn component(package: &str) -> PathBuf {
+    let path = workspace()
+        .join("target/plugins")
+        .join(format!("{package}.wasm"));
+    assert!(
+        path.exists(),
+        "{} is missing: build the plugins first with `cargo weft build` (the README's test command does)",
+        path.display()
+    );
+    path
+}
+
+/// Polls `check` every 20 ms until it returns `Some`, or panics after
+/// `timeout` with `what`.
+pub async fn eventually<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Installs a log subscriber once, honouring `RUST_LOG` (quiet by default).
+pub fn init_logging() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_test_writer()
+            .try_init();
+    });
+}
+
+pub mod echo;
