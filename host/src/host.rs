@@ -9,8 +9,12 @@ use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::admin::{self, AdminState};
+use crate::bridge::Bridge;
+use crate::bridge::store::BridgeStore;
 use crate::config::Config;
+use crate::login_process::LoginProcesses;
 use crate::logins::{LoginKey, LoginStore};
+use crate::matrix::{HomeserverClient, Namespaces, registration};
 use crate::outbox::{EventSink, Outbox};
 use crate::registry::{PluginTable, Registry};
 use crate::runtime::Runtime;
@@ -34,8 +38,10 @@ pub struct Host {
     config: Arc<Config>,
     services: Arc<Services>,
     registry: Arc<Registry>,
+    bridge: Option<Arc<Bridge>>,
     load_errors: LoadErrors,
     admin_addr: Option<SocketAddr>,
+    appservice_addr: Option<SocketAddr>,
     shutdown: watch::Sender<bool>,
     servers: Vec<JoinHandle<()>>,
     _watcher: Option<Box<dyn std::any::Any + Send>>,
@@ -50,7 +56,7 @@ impl Host {
     /// Starts a host with `options`.
     pub async fn start_with(config: Config, options: HostOptions) -> Result<Self> {
         // reqwest is built without a default crypto provider; pick ring.
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        crate::init_tls();
         let config = Arc::new(config);
         let storage = match options.storage {
             Some(storage) => storage,
@@ -76,9 +82,53 @@ impl Host {
         });
         let registry = Registry::new(config.clone(), services.clone(), plugins);
 
-        let sink: Arc<dyn EventSink> = match options.event_sink {
-            Some(sink) => sink,
-            None => Arc::new(LogSink {
+        let (shutdown, shutdown_rx) = watch::channel(false);
+        let mut servers = Vec::new();
+
+        let mut bridge = None;
+        let mut appservice_addr = None;
+        if let (Some(homeserver), Some(appservice)) = (&config.homeserver, &config.appservice) {
+            let registration = registration::read(&appservice.registration)?;
+            let client = HomeserverClient::new(&homeserver.url, &registration.as_token)?;
+            let namespaces = Namespaces {
+                domain: homeserver.domain.clone(),
+                bot_localpart: registration.sender_localpart.clone(),
+            };
+            let store = BridgeStore::open(&services.storage)?;
+            let processes = LoginProcesses::new(registry.clone(), config.clone());
+            let the_bridge = Bridge::new(
+                client,
+                namespaces,
+                store,
+                registry.clone(),
+                processes,
+                config.clone(),
+                outbox.clone(),
+            );
+            registry.set_load_hook(namespace_check(&registration, &homeserver.domain));
+            let router = crate::appservice::router(
+                the_bridge.clone(),
+                &registration.hs_token,
+                appservice.max_body_bytes,
+            );
+            let (addr, task) = serve(appservice.listen, router, shutdown_rx.clone())
+                .await
+                .context("failed to start the appservice server")?;
+            tracing::info!(%addr, "appservice and provisioning API listening");
+            appservice_addr = Some(addr);
+            servers.push(task);
+            prepare_bot(&the_bridge).await;
+            servers.push(tokio::spawn(housekeeping(
+                the_bridge.clone(),
+                shutdown_rx.clone(),
+            )));
+            bridge = Some(the_bridge);
+        }
+
+        let sink: Arc<dyn EventSink> = match (options.event_sink, &bridge) {
+            (Some(sink), _) => sink,
+            (None, Some(bridge)) => bridge.clone(),
+            (None, None) => Arc::new(LogSink {
                 outbox: outbox.clone(),
             }),
         };
@@ -87,9 +137,7 @@ impl Host {
             sink.events_queued(&login);
         }
 
-        let (shutdown, shutdown_rx) = watch::channel(false);
         let load_errors = LoadErrors::default();
-        let mut servers = Vec::new();
         let mut admin_addr = None;
         if let Some(admin_config) = &config.admin {
             let state = AdminState {
@@ -129,8 +177,10 @@ impl Host {
             config,
             services,
             registry,
+            bridge,
             load_errors,
             admin_addr,
+            appservice_addr,
             shutdown,
             servers,
             _watcher: watcher,
@@ -152,6 +202,16 @@ impl Host {
         &self.services
     }
 
+    /// The bridge, if a homeserver is configured.
+    pub fn bridge(&self) -> Option<&Arc<Bridge>> {
+        self.bridge.as_ref()
+    }
+
+    /// Where the appservice and provisioning API listen, if configured.
+    pub fn appservice_addr(&self) -> Option<SocketAddr> {
+        self.appservice_addr
+    }
+
     /// Where the admin API listens, if enabled.
     pub fn admin_addr(&self) -> Option<SocketAddr> {
         self.admin_addr
@@ -165,13 +225,35 @@ impl Host {
     /// Stops servers and logins, retiring instances gracefully, and flushes
     /// storage.
     pub async fn shutdown(self) {
+        // The watcher's task holds the registry; stop it first.
+        drop(self._watcher);
         let _ = self.shutdown.send(true);
         for server in self.servers {
             let _ = server.await;
         }
+        self.services.outbox.clear_sink();
+        if let Some(bridge) = &self.bridge {
+            bridge.shutdown().await;
+        }
         self.registry.shutdown().await;
         if let Err(error) = crate::storage::flush_async(&self.services.storage).await {
             tracing::error!(%error, "failed to flush storage at shutdown");
+        }
+        // The database closes when its last handle goes; tasks finishing
+        // their last step may hold one for a moment. Wait for them, so the
+        // same process can open the database again (a restart).
+        let storage = Arc::downgrade(&self.services.storage);
+        drop(self.bridge);
+        drop(self.registry);
+        drop(self.services);
+        for _ in 0..100 {
+            if storage.strong_count() == 0 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        if storage.strong_count() > 0 {
+            tracing::warn!("storage still in use after shutdown");
         }
         tracing::info!("host stopped");
     }
@@ -203,6 +285,68 @@ pub(crate) async fn serve(
         }
     });
     Ok((local, task))
+}
+
+/// Warns when a loaded connector's ghosts are outside the registration's
+/// namespaces: the homeserver would refuse them until the registration is
+/// regenerated and the homeserver restarted.
+fn namespace_check(
+    registration: &ruma::api::appservice::Registration,
+    domain: &str,
+) -> crate::registry::LoadHook {
+    let registration = registration.clone();
+    let domain = domain.to_owned();
+    Arc::new(move |plugin| {
+        if plugin.manifest.world != crate::runtime::manifest::World::Connector {
+            return;
+        }
+        let prefix = plugin.manifest.ghost_prefix();
+        if !registration::covers(&registration, &prefix, &domain) {
+            tracing::warn!(
+                plugin = plugin.id(),
+                namespace = %format!("@{prefix}*:{domain}"),
+                "this plugin's ghosts are not in the appservice registration: run `weft generate-registration` and restart the homeserver"
+            );
+        }
+    })
+}
+
+/// Registers and names the bot, retrying while the homeserver starts.
+async fn prepare_bot(bridge: &Arc<Bridge>) {
+    for attempt in 0..20 {
+        match bridge.prepare_bot().await {
+            Ok(()) => return,
+            Err(error) => {
+                if attempt == 0 {
+                    tracing::warn!(%error, "the homeserver is not ready; retrying");
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        }
+    }
+    let bridge = bridge.clone();
+    tokio::spawn(async move {
+        while let Err(error) = bridge.prepare_bot().await {
+            tracing::warn!(%error, "the homeserver is still not reachable");
+            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+        }
+    });
+}
+
+/// Periodic chores: forget old transactions, end expired login processes.
+async fn housekeeping(bridge: Arc<Bridge>, mut shutdown: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = shutdown.changed() => return,
+        }
+        bridge.processes.reap().await;
+        let week_ago = crate::logins::now_ms().saturating_sub(7 * 24 * 3600 * 1000);
+        if let Err(error) = bridge.store.prune_transactions(week_ago) {
+            tracing::warn!(%error, "failed to prune old transactions");
+        }
+    }
 }
 
 /// Without a Matrix side, remote events are logged and dropped.

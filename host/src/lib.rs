@@ -3,12 +3,24 @@
 
 pub mod admin;
 pub mod api_error;
+pub mod appservice;
+pub mod bridge;
 pub mod config;
 pub mod host;
+pub mod login_process;
 pub mod logins;
+pub mod matrix;
 pub mod outbox;
+pub mod provisioning;
 pub mod registry;
 pub mod runtime;
 pub mod storage;
 pub mod telemetry;
 pub mod watcher;
+
+/// Installs the TLS crypto provider (ring) for every HTTP client in the
+/// process. reqwest is built without a default provider, so this must run
+/// before the first client is built; calling it again is harmless.
+pub fn init_tls() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

@@ -32,6 +32,10 @@ struct Cli {
 enum Command {
     /// Run the host.
     Run,
+    /// Write the appservice registration for the homeserver, from the
+    /// config and the ghost namespaces of the plugins directory's
+    /// connectors (keeping existing tokens).
+    GenerateRegistration,
     /// Check a plugin file without a running host: manifest, grants,
     /// compilation and linking.
     CheckPlugin {
@@ -106,6 +110,7 @@ fn main() -> Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Run => run(&cli.config).await,
+            Command::GenerateRegistration => generate_registration(&cli.config),
             Command::CheckPlugin { path } => check_plugin(&cli.config, &path).await,
             Command::Plugin(command) => plugin_command(&cli.config, command).await,
             Command::Login(command) => login_command(&cli.config, command).await,
@@ -132,13 +137,38 @@ async fn wait_for_signal() {
     }
 }
 
+fn generate_registration(config_path: &Path) -> Result<()> {
+    let config = Config::load(config_path)?;
+    let path = config
+        .appservice
+        .as_ref()
+        .map(|a| a.registration.clone())
+        .context("the config has no [appservice] section")?;
+    let (registration, prefixes) = weft_host::matrix::registration::generate(&config)?;
+    println!("wrote {}", path.display());
+    println!(
+        "  bot: @{}:{}",
+        registration.sender_localpart,
+        config
+            .homeserver
+            .as_ref()
+            .map(|h| h.domain.as_str())
+            .unwrap_or("?")
+    );
+    for prefix in prefixes {
+        println!("  ghosts: @{prefix}*");
+    }
+    println!("Add it to the homeserver's app_service_config_files and restart the homeserver.");
+    Ok(())
+}
+
 async fn check_plugin(config_path: &Path, path: &Path) -> Result<()> {
     let config = if config_path.exists() {
         Config::load(config_path)?
     } else {
         Config::from_toml("", Path::new("."))?
     };
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    weft_host::init_tls();
     let mut config = config;
     config.runtime.compile_cache = false;
     let runtime = weft_host::runtime::Runtime::new(&config)?;
@@ -185,7 +215,7 @@ impl AdminClient {
         let admin = config
             .admin
             .context("the config has no [admin] section, so the host has no admin API")?;
-        let _ = rustls::crypto::ring::default_provider().install_default();
+        weft_host::init_tls();
         Ok(Self {
             base: format!("http://{}/_weft/admin/v1", admin.listen),
             token: admin.token,

@@ -64,6 +64,12 @@ impl Outbox {
         })
     }
 
+    /// Stops telling anyone (at shutdown: the sink holds the bridge, which
+    /// holds the services that hold this outbox).
+    pub fn clear_sink(&self) {
+        *self.sink.write().expect("sink lock poisoned") = None;
+    }
+
     /// Sets who is told about new events.
     pub fn set_sink(&self, sink: Arc<dyn EventSink>) {
         *self.sink.write().expect("sink lock poisoned") = Some(sink);

@@ -159,9 +159,13 @@ impl PluginTable {
     }
 }
 
+/// Called after a plugin version becomes current (loaded or upgraded).
+pub type LoadHook = Arc<dyn Fn(&LoadedPlugin) + Send + Sync>;
+
 /// The registry.
 pub struct Registry {
     config: Arc<Config>,
+    on_loaded: RwLock<Option<LoadHook>>,
     services: Arc<Services>,
     plugins: Arc<PluginTable>,
     actors: Mutex<BTreeMap<LoginKey, LoginHandle>>,
@@ -178,11 +182,23 @@ impl Registry {
     ) -> Arc<Self> {
         Arc::new(Self {
             config,
+            on_loaded: RwLock::new(None),
             services,
             plugins,
             actors: Mutex::new(BTreeMap::new()),
             loading: Mutex::new(()),
         })
+    }
+
+    /// Sets what runs after a plugin version becomes current.
+    pub fn set_load_hook(&self, hook: LoadHook) {
+        *self.on_loaded.write().expect("hook lock poisoned") = Some(hook);
+    }
+
+    fn loaded(&self, plugin: &LoadedPlugin) {
+        if let Some(hook) = self.on_loaded.read().expect("hook lock poisoned").as_ref() {
+            hook(plugin);
+        }
     }
 
     /// Host services.
@@ -193,6 +209,15 @@ impl Registry {
     /// The current version of plugin `id`.
     pub fn plugin(&self, id: &str) -> Option<Arc<LoadedPlugin>> {
         self.plugins.current(id)
+    }
+
+    /// The ids of the loaded plugins.
+    pub fn plugin_ids(&self) -> Vec<String> {
+        self.plugins
+            .all()
+            .iter()
+            .map(|p| p.id().to_owned())
+            .collect()
     }
 
     /// Every loaded plugin.
@@ -262,6 +287,7 @@ impl Registry {
         match current {
             None => {
                 self.plugins.set(loaded.clone());
+                self.loaded(&loaded);
                 let logins = self.start_logins(&loaded).await?;
                 tracing::info!(plugin = %id, version = %loaded.version(), logins, "plugin loaded");
                 Ok(LoadOutcome::Loaded {
@@ -309,6 +335,7 @@ impl Registry {
         // New instances (login processes, providers) use the new version
         // from now on.
         self.plugins.set(new.clone());
+        self.loaded(&new);
         tracing::info!(plugin = %id, from = %old.version(), to = %new.version(), logins = moved.len(), "plugin upgraded");
         Ok(LoadOutcome::Upgraded {
             id,

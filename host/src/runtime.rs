@@ -13,7 +13,7 @@ pub mod bindings;
 pub mod capabilities;
 pub mod engine;
 pub mod http_client;
-mod imports;
+pub(crate) mod imports;
 pub mod instance;
 pub mod manifest;
 pub mod plugin;

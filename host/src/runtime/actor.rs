@@ -94,11 +94,17 @@ pub fn plugin_error_message(error: &PluginError) -> String {
     }
 }
 
+/// Runs right after a message was sent, with its remote id, before the
+/// actor takes its next item: the bridge records the id there, so a poll
+/// that sees the same message afterwards recognises it as an echo.
+pub type SentHook = Box<dyn FnOnce(&str) + Send>;
+
 /// Matrix-side work for the connector.
 pub enum Work {
     /// Send a message; replies with its remote id.
     Message(
         net::MatrixMessage,
+        Option<SentHook>,
         oneshot::Sender<Result<String, WorkError>>,
     ),
     /// Send an edit.
@@ -180,8 +186,18 @@ impl LoginHandle {
 
     /// Sends a message and waits for its remote id.
     pub async fn matrix_message(&self, message: net::MatrixMessage) -> Result<String, WorkError> {
+        self.matrix_message_then(message, None).await
+    }
+
+    /// Sends a message, runs `hook` with its remote id before the actor
+    /// does anything else, and waits for the id.
+    pub async fn matrix_message_then(
+        &self,
+        message: net::MatrixMessage,
+        hook: Option<SentHook>,
+    ) -> Result<String, WorkError> {
         let (reply, answer) = oneshot::channel();
-        self.send_work(Work::Message(message, reply)).await?;
+        self.send_work(Work::Message(message, hook, reply)).await?;
         answer
             .await
             .map_err(|_| WorkError::Unavailable("the login's actor has ended".into()))?
@@ -547,7 +563,9 @@ impl Actor {
         if let Some(reason) = &self.failed {
             let error = WorkError::Unavailable(reason.clone());
             match work {
-                Work::Message(_, reply) | Work::Reaction(_, reply) => drop(reply.send(Err(error))),
+                Work::Message(_, _, reply) | Work::Reaction(_, reply) => {
+                    drop(reply.send(Err(error)))
+                }
                 Work::Edit(_, reply)
                 | Work::ReactionRemoval(_, _, _, reply)
                 | Work::Redaction(_, _, reply) => drop(reply.send(Err(error))),
@@ -566,8 +584,14 @@ impl Actor {
             }};
         }
         match work {
-            Work::Message(message, reply) => {
-                answer!(instance.handle_matrix_message(&message), reply)
+            Work::Message(message, hook, reply) => {
+                let outcome = instance.handle_matrix_message(&message).await;
+                if let (Ok(Ok(remote_id)), Some(hook)) = (&outcome, hook) {
+                    hook(remote_id);
+                }
+                let (status, result) = split(outcome);
+                self.after_call(status).await;
+                let _ = reply.send(result);
             }
             Work::Edit(edit, reply) => answer!(instance.handle_matrix_edit(&edit), reply),
             Work::Reaction(reaction, reply) => {

@@ -1,0 +1,424 @@
+//! The management room: a direct chat with the bot where a user logs in,
+//! lists and removes logins. It drives the same login processes as the
+//! provisioning API.
+
+use ruma::api::client::redact::redact_event;
+use ruma::{EventId, OwnedRoomId, RoomId, UserId};
+
+use super::{Bridge, BridgeError};
+use crate::login_process::{
+    FieldView, ProcessError, Progress, StepInput, StepParamsView, StepView,
+};
+use crate::logins::LoginKey;
+
+/// The commands, for `help` and the welcome message.
+pub const HELP: &str = "Commands:\n\
+• help — this list\n\
+• login [flow] — add a remote account (without a flow: list the flows)\n\
+• logins — your logins and their states\n\
+• logout <login> — remove a login\n\
+• cancel — stop the login in progress";
+
+/// A login in progress in a management room.
+#[derive(Debug, Clone)]
+pub struct Conversation {
+    process: String,
+    step: StepView,
+    /// Fields still to ask for, in order.
+    pending: Vec<FieldView>,
+    /// Values given so far.
+    collected: Vec<(String, String)>,
+}
+
+impl Bridge {
+    /// Handles a message the owner of a management room sent there.
+    pub async fn handle_command(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        event: &EventId,
+        body: &str,
+    ) -> Result<(), BridgeError> {
+        let room_key = room.to_string();
+        let waiting = self.conversations.lock().await.get(&room_key).cloned();
+        let text = body.trim();
+        let (command, argument) = match text.split_once(char::is_whitespace) {
+            Some((c, a)) => (c.to_lowercase(), a.trim()),
+            None => (text.to_lowercase(), ""),
+        };
+        match command.as_str() {
+            "cancel" => match self.conversations.lock().await.remove(&room_key) {
+                Some(conversation) => {
+                    let _ = self
+                        .processes
+                        .cancel(&conversation.process, user.as_str())
+                        .await;
+                    self.notice(room, "Login cancelled.").await
+                }
+                None => self.notice(room, "No login is in progress.").await,
+            },
+            _ if waiting.is_some() => {
+                self.continue_login(room, user, event, text, waiting.expect("checked"))
+                    .await
+            }
+            "help" => self.notice(room, HELP).await,
+            "login" => self.start_login(room, user, argument).await,
+            "logins" => self.list_logins(room, user).await,
+            "logout" => self.logout_command(room, user, argument).await,
+            _ => {
+                self.notice(room, &format!("Unknown command `{command}`.\n{HELP}"))
+                    .await
+            }
+        }
+    }
+
+    async fn start_login(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        flow: &str,
+    ) -> Result<(), BridgeError> {
+        let flows = self.processes.flows();
+        let flow = match (flow, flows.as_slice()) {
+            ("", [only]) => only.id.clone(),
+            ("", _) => {
+                let list: Vec<String> = flows
+                    .iter()
+                    .map(|f| format!("• {} — {}: {}", f.id, f.name, f.description))
+                    .collect();
+                return self
+                    .notice(
+                        room,
+                        &format!("Choose a flow with `login <flow>`:\n{}", list.join("\n")),
+                    )
+                    .await;
+            }
+            (flow, _) => flow.to_owned(),
+        };
+        match self.processes.start(user.as_str(), &flow, None).await {
+            Ok((process, step)) => self.present(room, user, process, step).await,
+            Err(error) => {
+                self.notice(room, &format!("Cannot start the login: {error}"))
+                    .await
+            }
+        }
+    }
+
+    /// Shows a step and sets up what the room waits for.
+    async fn present(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        process: String,
+        step: StepView,
+    ) -> Result<(), BridgeError> {
+        let room_key = room.to_string();
+        match &step.params {
+            StepParamsView::UserInput { fields } => {
+                let mut pending = fields.clone();
+                pending.reverse();
+                let conversation = Conversation {
+                    process,
+                    step: step.clone(),
+                    pending,
+                    collected: Vec::new(),
+                };
+                let first = conversation.pending.last().cloned();
+                self.conversations
+                    .lock()
+                    .await
+                    .insert(room_key, conversation);
+                self.notice(room, &step.instructions).await?;
+                if let Some(field) = first {
+                    self.ask(room, &field).await?;
+                }
+                Ok(())
+            }
+            StepParamsView::Cookies(cookies) => {
+                let conversation = Conversation {
+                    process,
+                    step: step.clone(),
+                    pending: Vec::new(),
+                    collected: Vec::new(),
+                };
+                self.conversations
+                    .lock()
+                    .await
+                    .insert(room_key, conversation);
+                let url = cookies
+                    .get("url")
+                    .and_then(|u| u.as_str())
+                    .unwrap_or_default();
+                self.notice(
+                    room,
+                    &format!(
+                        "{}\nOpen {url} and send the values as a JSON object (field id → value).",
+                        step.instructions
+                    ),
+                )
+                .await
+            }
+            StepParamsView::DisplayAndWait { kind, data, .. } => {
+                let conversation = Conversation {
+                    process: process.clone(),
+                    step: step.clone(),
+                    pending: Vec::new(),
+                    collected: Vec::new(),
+                };
+                self.conversations
+                    .lock()
+                    .await
+                    .insert(room_key, conversation);
+                let shown = if kind == "qr" {
+                    format!("Scan this QR code's data: {data}")
+                } else {
+                    format!("Code: {data}")
+                };
+                self.notice(
+                    room,
+                    &format!(
+                        "{}\n{shown}\nI will tell you when it is done; send `cancel` to stop.",
+                        step.instructions
+                    ),
+                )
+                .await?;
+                self.spawn_wait(
+                    room.to_owned(),
+                    user.to_owned(),
+                    process,
+                    step.step_id.clone(),
+                );
+                Ok(())
+            }
+            StepParamsView::Complete { user_login_id } => {
+                self.conversations.lock().await.remove(&room_key);
+                self.notice(room, &format!("Logged in: {user_login_id}"))
+                    .await
+            }
+        }
+    }
+
+    async fn ask(&self, room: &RoomId, field: &FieldView) -> Result<(), BridgeError> {
+        let mut prompt = format!("Please send your {}", field.name.to_lowercase());
+        if !field.description.is_empty() {
+            prompt.push_str(&format!(" ({})", field.description));
+        }
+        if field.kind == "password" {
+            prompt.push_str(". I will try to redact your reply; the provisioning API avoids putting it in the room at all");
+        }
+        if !field.options.is_empty() {
+            prompt.push_str(&format!(". Options: {}", field.options.join(", ")));
+        }
+        self.notice(room, &format!("{prompt}.")).await
+    }
+
+    /// Takes the user's reply to the step the room is waiting on.
+    async fn continue_login(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        event: &EventId,
+        text: &str,
+        mut conversation: Conversation,
+    ) -> Result<(), BridgeError> {
+        let input =
+            match &conversation.step.params {
+                StepParamsView::UserInput { .. } => {
+                    let Some(field) = conversation.pending.pop() else {
+                        return Ok(());
+                    };
+                    if field.kind == "password" {
+                        self.try_redact(room, event).await;
+                    }
+                    conversation
+                        .collected
+                        .push((field.id.clone(), text.to_owned()));
+                    if let Some(next) = conversation.pending.last().cloned() {
+                        self.conversations
+                            .lock()
+                            .await
+                            .insert(room.to_string(), conversation);
+                        return self.ask(room, &next).await;
+                    }
+                    StepInput::UserInput(conversation.collected.clone())
+                }
+                StepParamsView::Cookies(_) => {
+                    match serde_json::from_str::<std::collections::BTreeMap<String, String>>(text) {
+                        Ok(values) => {
+                            self.try_redact(room, event).await;
+                            StepInput::Cookies(values.into_iter().collect())
+                        }
+                        Err(_) => return self
+                            .notice(
+                                room,
+                                "That is not a JSON object of strings; try again or send `cancel`.",
+                            )
+                            .await,
+                    }
+                }
+                StepParamsView::DisplayAndWait { .. } => {
+                    return self
+                        .notice(
+                            room,
+                            "Waiting for the step to finish; send `cancel` to stop.",
+                        )
+                        .await;
+                }
+                StepParamsView::Complete { .. } => return Ok(()),
+            };
+        self.conversations.lock().await.remove(&room.to_string());
+        let result = self
+            .processes
+            .submit(
+                &conversation.process,
+                user.as_str(),
+                &conversation.step.step_id,
+                input,
+            )
+            .await;
+        self.after_step(room, user, &conversation.process, result)
+            .await
+    }
+
+    async fn after_step(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        process: &str,
+        result: Result<Progress, ProcessError>,
+    ) -> Result<(), BridgeError> {
+        match result {
+            Ok(Progress::Step(step)) => self.present(room, user, process.to_owned(), step).await,
+            Ok(Progress::Completed(done)) => {
+                self.conversations.lock().await.remove(&room.to_string());
+                if let Some(old) = &done.replaced {
+                    self.delete_login(old, false, "the login was replaced")
+                        .await?;
+                }
+                self.notice(
+                    room,
+                    &format!(
+                        "Logged in: {}. Your chats will appear as rooms shortly.",
+                        done.key
+                    ),
+                )
+                .await
+            }
+            Err(error) => {
+                self.conversations.lock().await.remove(&room.to_string());
+                let _ = self.processes.cancel(process, user.as_str()).await;
+                self.notice(
+                    room,
+                    &format!("Login failed: {error}. Send `login` to try again."),
+                )
+                .await
+            }
+        }
+    }
+
+    /// Waits for a display-and-wait step in the background.
+    fn spawn_wait(
+        &self,
+        room: OwnedRoomId,
+        user: ruma::OwnedUserId,
+        process: String,
+        step_id: String,
+    ) {
+        let Some(bridge) = self.this.upgrade() else {
+            return;
+        };
+        tokio::spawn(async move {
+            loop {
+                let result = bridge
+                    .processes
+                    .wait(&process, user.as_str(), &step_id)
+                    .await;
+                match &result {
+                    Ok(Progress::Step(step))
+                        if step.step_id == step_id && step.kind == "display_and_wait" =>
+                    {
+                        continue;
+                    }
+                    Err(ProcessError::Cancelled) => return,
+                    _ => {}
+                }
+                if let Err(error) = bridge.after_step(&room, &user, &process, result).await {
+                    tracing::warn!(%error, "failed to report a login step");
+                }
+                return;
+            }
+        });
+    }
+
+    async fn try_redact(&self, room: &RoomId, event: &EventId) {
+        let request = redact_event::v3::Request::new(
+            room.to_owned(),
+            event.to_owned(),
+            super::txn_id().into(),
+        );
+        if let Err(error) = self.client.send(request, None).await {
+            tracing::debug!(%error, "could not redact a secret reply (the bot lacks the power level)");
+        }
+    }
+
+    async fn list_logins(&self, room: &RoomId, user: &UserId) -> Result<(), BridgeError> {
+        let logins = self.registry.services().logins.of_owner(user.as_str())?;
+        if logins.is_empty() {
+            return self
+                .notice(room, "You have no logins. Send `login` to add one.")
+                .await;
+        }
+        let lines: Vec<String> = logins
+            .iter()
+            .map(|r| {
+                let state = serde_json::to_value(r.state.state_event)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default();
+                let reason = r
+                    .state
+                    .message
+                    .as_deref()
+                    .map(|m| format!(" — {m}"))
+                    .unwrap_or_default();
+                format!("• {} ({}): {state}{reason}", r.key, r.remote_name)
+            })
+            .collect();
+        self.notice(room, &format!("Your logins:\n{}", lines.join("\n")))
+            .await
+    }
+
+    async fn logout_command(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        argument: &str,
+    ) -> Result<(), BridgeError> {
+        if argument.is_empty() {
+            return self
+                .notice(
+                    room,
+                    "Usage: logout <login>, e.g. logout echo:alice (see `logins`).",
+                )
+                .await;
+        }
+        let mine = self.registry.services().logins.of_owner(user.as_str())?;
+        let key = LoginKey::parse(argument)
+            .filter(|k| mine.iter().any(|r| r.key == *k))
+            .or_else(|| {
+                let matches: Vec<&crate::logins::LoginRecord> =
+                    mine.iter().filter(|r| r.key.id == argument).collect();
+                (matches.len() == 1).then(|| matches[0].key.clone())
+            });
+        let Some(key) = key else {
+            return self
+                .notice(
+                    room,
+                    &format!("You have no login `{argument}` (see `logins`)."),
+                )
+                .await;
+        };
+        self.delete_login(&key, true, "logged out").await?;
+        self.notice(room, &format!("Logged out of {key}.")).await
+    }
+}

@@ -1,0 +1,508 @@
+//! Remote events into Matrix: portals, ghosts, messages, edits, deletions,
+//! reactions, typing, receipts and bridge states.
+
+use std::collections::BTreeSet;
+
+use ruma::api::client::message::send_message_event;
+use ruma::api::client::receipt::create_receipt;
+use ruma::api::client::redact::redact_event;
+use ruma::api::client::room::create_room;
+use ruma::api::client::state::send_state_event;
+use ruma::api::client::typing::create_typing_event;
+use ruma::events::MessageLikeEventContent;
+use ruma::events::reaction::ReactionEventContent;
+use ruma::events::receipt::ReceiptThread;
+use ruma::events::relation::{Annotation, InReplyTo, Reply};
+use ruma::events::room::message::{Relation, ReplacementMetadata, RoomMessageEventContent};
+use ruma::events::room::name::RoomNameEventContent;
+use ruma::events::room::topic::RoomTopicEventContent;
+use ruma::serde::Raw;
+use ruma::{
+    EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedTransactionId,
+    OwnedUserId, RoomId, UInt,
+};
+use sha2::{Digest, Sha256};
+
+use super::store::{MessageKind, MessageRecord, PortalKey, PortalRecord};
+use super::{Bridge, BridgeError, LoginContext};
+use crate::matrix::HsError;
+use crate::runtime::bindings::imports::matrix::{
+    ChatKind, ChatResync, Delete, Edit, EventSender, Message, Reaction, ReadReceipt, RemoteEvent,
+    Typing,
+};
+use crate::runtime::imports::state_event_of;
+
+/// A transaction id derived from what is being sent: if the host dies
+/// after sending and before recording the mapping, the retry reuses the id
+/// and the homeserver answers with the same event instead of a duplicate.
+fn stable_txn(parts: &[&str]) -> OwnedTransactionId {
+    let mut hash = Sha256::new();
+    for part in parts {
+        hash.update(part.as_bytes());
+        hash.update([0]);
+    }
+    OwnedTransactionId::from(format!("weft-{}", hex::encode(&hash.finalize()[..16])))
+}
+
+fn protocol(error: impl std::fmt::Display) -> BridgeError {
+    BridgeError::Homeserver(HsError::Protocol(error.to_string()))
+}
+
+fn parse_room(portal: &PortalRecord) -> Result<OwnedRoomId, BridgeError> {
+    RoomId::parse(&portal.room_id).map_err(protocol)
+}
+
+fn parse_event(record: &MessageRecord) -> Result<OwnedEventId, BridgeError> {
+    EventId::parse(&record.event_id).map_err(protocol)
+}
+
+impl Bridge {
+    /// Bridges one remote event of login `ctx`.
+    pub(super) async fn handle_remote(
+        &self,
+        ctx: &LoginContext,
+        event: &RemoteEvent,
+    ) -> Result<(), BridgeError> {
+        match event {
+            RemoteEvent::ChatResync(chat) => self.resync_chat(ctx, chat).await.map(drop),
+            RemoteEvent::Message(message) => self.bridge_message(ctx, message).await,
+            RemoteEvent::Edit(edit) => self.bridge_edit(ctx, edit).await,
+            RemoteEvent::Delete(delete) => self.bridge_delete(ctx, delete).await,
+            RemoteEvent::Reaction(reaction) => self.bridge_reaction(ctx, reaction).await,
+            RemoteEvent::Typing(typing) => self.bridge_typing(ctx, typing).await,
+            RemoteEvent::ReadReceipt(receipt) => self.bridge_receipt(ctx, receipt).await,
+            RemoteEvent::BridgeState(state) => {
+                self.announce_state(ctx, state_event_of(state.state), state.message.as_deref())
+                    .await
+            }
+        }
+    }
+
+    /// The portal key of `chat_id` for this login. Connectors that split
+    /// portals (the default) always get the login as receiver; others get
+    /// it for direct chats only, sharing group rooms between logins.
+    pub fn portal_key(&self, ctx: &LoginContext, chat_id: &str, direct: bool) -> PortalKey {
+        let receiver = if ctx.plugin.manifest.split_portals() || direct {
+            ctx.key().id.clone()
+        } else {
+            String::new()
+        };
+        PortalKey {
+            plugin: ctx.key().plugin.clone(),
+            chat_id: chat_id.to_owned(),
+            receiver,
+        }
+    }
+
+    /// The existing portal of `chat_id` for this login, if any.
+    fn find_portal(
+        &self,
+        ctx: &LoginContext,
+        chat_id: &str,
+    ) -> Result<Option<PortalRecord>, BridgeError> {
+        if let Some(portal) = self.store.portal(&self.portal_key(ctx, chat_id, true))? {
+            return Ok(Some(portal));
+        }
+        Ok(self.store.portal(&self.portal_key(ctx, chat_id, false))?)
+    }
+
+    /// Creates or updates the portal of a chat.
+    async fn resync_chat(
+        &self,
+        ctx: &LoginContext,
+        chat: &ChatResync,
+    ) -> Result<Option<PortalRecord>, BridgeError> {
+        let direct = chat.kind == ChatKind::Direct;
+        let mut ghosts = Vec::new();
+        for member in chat.members.iter().filter(|m| !m.is_me) {
+            let ghost = self
+                .ensure_ghost(
+                    &ctx.plugin,
+                    &member.user.id,
+                    member.user.display_name.as_deref(),
+                )
+                .await?;
+            ghosts.push((ghost, member.user.display_name.clone()));
+        }
+        let name = chat.name.clone().or_else(|| {
+            // A direct chat is named after the other person, so clients
+            // show something better than the bot's name.
+            direct
+                .then(|| ghosts.first().and_then(|(_, name)| name.clone()))
+                .flatten()
+        });
+        match self.find_portal(ctx, &chat.chat_id)? {
+            Some(mut portal) => {
+                let room = parse_room(&portal)?;
+                if name.is_some() && name != portal.name {
+                    let content = RoomNameEventContent::new(name.clone().unwrap_or_default());
+                    let request = send_state_event::v3::Request::new(
+                        room.clone(),
+                        &ruma::events::EmptyStateKey,
+                        &content,
+                    )
+                    .map_err(protocol)?;
+                    self.client.send(request, None).await?;
+                    portal.name = name;
+                }
+                if chat.topic.is_some() && chat.topic != portal.topic {
+                    let content =
+                        RoomTopicEventContent::new(chat.topic.clone().unwrap_or_default());
+                    let request = send_state_event::v3::Request::new(
+                        room.clone(),
+                        &ruma::events::EmptyStateKey,
+                        &content,
+                    )
+                    .map_err(protocol)?;
+                    self.client.send(request, None).await?;
+                    portal.topic = chat.topic.clone();
+                }
+                let mut joined = std::mem::take(&mut portal.ghosts);
+                for (ghost, _) in &ghosts {
+                    self.ensure_joined(&room, ghost, &mut joined).await?;
+                }
+                portal.ghosts = joined;
+                self.store.put_portal(&portal)?;
+                Ok(Some(portal))
+            }
+            None if chat.create_portal => {
+                let key = self.portal_key(ctx, &chat.chat_id, direct);
+                self.create_portal(ctx, key, name, chat.topic.clone(), direct, &ghosts)
+                    .await
+                    .map(Some)
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// Creates a portal's room: the bot creates it, invites the login's
+    /// owner and the ghosts, and the ghosts join.
+    async fn create_portal(
+        &self,
+        ctx: &LoginContext,
+        key: PortalKey,
+        name: Option<String>,
+        topic: Option<String>,
+        direct: bool,
+        ghosts: &[(OwnedUserId, Option<String>)],
+    ) -> Result<PortalRecord, BridgeError> {
+        let mut request = create_room::v3::Request::new();
+        request.name = name.clone();
+        request.topic = topic.clone();
+        request.is_direct = direct;
+        request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
+        request.invite = std::iter::once(ctx.owner.clone())
+            .chain(ghosts.iter().map(|(g, _)| g.clone()))
+            .collect();
+        let bridge_info = serde_json::json!({
+            "type": "m.bridge",
+            "state_key": format!("weft://{}/{}", key.plugin, key.chat_id),
+            "content": {
+                "bridgebot": self.bot(),
+                "protocol": { "id": key.plugin, "displayname": ctx.plugin.manifest.network_name() },
+                "channel": { "id": key.chat_id, "displayname": name },
+                "com.beeper.room_type": if direct { "dm" } else { "group" },
+            },
+        });
+        request.initial_state = vec![Raw::from_json(
+            serde_json::value::to_raw_value(&bridge_info).map_err(protocol)?,
+        )];
+        let room_id = self.client.send(request, None).await?.room_id;
+        let mut joined = BTreeSet::new();
+        for (ghost, _) in ghosts {
+            self.client
+                .send(
+                    ruma::api::client::membership::join_room_by_id::v3::Request::new(
+                        room_id.clone(),
+                    ),
+                    Some(ghost),
+                )
+                .await?;
+            joined.insert(ghost.to_string());
+        }
+        let portal = PortalRecord {
+            key,
+            room_id: room_id.to_string(),
+            name,
+            topic,
+            direct,
+            ghosts: joined,
+        };
+        self.store.put_portal(&portal)?;
+        crate::storage::flush_async(self.store.storage()).await?;
+        tracing::info!(login = %ctx.key(), chat = %portal.key.chat_id, room = %room_id, "portal created");
+        Ok(portal)
+    }
+
+    /// The portal of `chat_id`, created on the spot if the connector sent
+    /// an event for a chat it never resynced.
+    async fn portal_for_event(
+        &self,
+        ctx: &LoginContext,
+        chat_id: &str,
+        sender: &EventSender,
+    ) -> Result<PortalRecord, BridgeError> {
+        if let Some(portal) = self.find_portal(ctx, chat_id)? {
+            return Ok(portal);
+        }
+        let chat = ChatResync {
+            chat_id: chat_id.to_owned(),
+            name: None,
+            topic: None,
+            kind: ChatKind::Group,
+            members: vec![crate::runtime::bindings::imports::matrix::ChatMember {
+                user: sender.user.clone(),
+                is_me: sender.is_from_me,
+            }],
+            create_portal: true,
+        };
+        self.resync_chat(ctx, &chat)
+            .await?
+            .ok_or_else(|| BridgeError::Unavailable("the portal could not be created".into()))
+    }
+
+    /// The ghost that sends an event, joined to the portal.
+    async fn sender_ghost(
+        &self,
+        ctx: &LoginContext,
+        portal: &mut PortalRecord,
+        sender: &EventSender,
+    ) -> Result<OwnedUserId, BridgeError> {
+        let ghost = self
+            .ensure_ghost(
+                &ctx.plugin,
+                &sender.user.id,
+                sender.user.display_name.as_deref(),
+            )
+            .await?;
+        let room = parse_room(portal)?;
+        let mut joined = std::mem::take(&mut portal.ghosts);
+        let result = self.ensure_joined(&room, &ghost, &mut joined).await;
+        portal.ghosts = joined;
+        if result? {
+            self.store.put_portal(portal)?;
+        }
+        Ok(ghost)
+    }
+
+    async fn send_as(
+        &self,
+        room: &RoomId,
+        txn: OwnedTransactionId,
+        content: &impl MessageLikeEventContent,
+        as_user: &OwnedUserId,
+        timestamp_ms: Option<u64>,
+    ) -> Result<OwnedEventId, BridgeError> {
+        let mut request = send_message_event::v3::Request::new(room.to_owned(), txn, content)
+            .map_err(protocol)?;
+        // Appservices may set the origin timestamp, so history shows when a
+        // message was sent remotely rather than when it was bridged.
+        request.timestamp = timestamp_ms
+            .and_then(UInt::new)
+            .map(MilliSecondsSinceUnixEpoch);
+        Ok(self.client.send(request, Some(as_user)).await?.event_id)
+    }
+
+    async fn bridge_message(
+        &self,
+        ctx: &LoginContext,
+        message: &Message,
+    ) -> Result<(), BridgeError> {
+        let mut portal = self
+            .portal_for_event(ctx, &message.chat_id, &message.sender)
+            .await?;
+        if self
+            .store
+            .message_by_remote(&portal.key, &message.message_id)?
+            .is_some()
+        {
+            // Already bridged: a connector replay, or the echo of a
+            // message that came from Matrix.
+            tracing::debug!(login = %ctx.key(), message = %message.message_id, "ignoring a duplicate message");
+            return Ok(());
+        }
+        let ghost = self.sender_ghost(ctx, &mut portal, &message.sender).await?;
+        let room = parse_room(&portal)?;
+        let mut content = match &message.html {
+            Some(html) => RoomMessageEventContent::text_html(message.text.clone(), html.clone()),
+            None => RoomMessageEventContent::text_plain(message.text.clone()),
+        };
+        if let Some(target) = &message.reply_to
+            && let Some(record) = self.store.message_by_remote(&portal.key, target)?
+        {
+            content.relates_to = Some(Relation::Reply(Reply::new(InReplyTo::new(parse_event(
+                &record,
+            )?))));
+        }
+        let txn = stable_txn(&[
+            &portal.key.plugin,
+            &portal.key.chat_id,
+            &portal.key.receiver,
+            &message.message_id,
+        ]);
+        let event_id = self
+            .send_as(&room, txn, &content, &ghost, Some(message.timestamp_ms))
+            .await?;
+        self.store.put_message(&MessageRecord {
+            portal: portal.key.clone(),
+            remote_id: message.message_id.clone(),
+            event_id: event_id.to_string(),
+            room_id: portal.room_id.clone(),
+            kind: MessageKind::Message,
+        })?;
+        Ok(())
+    }
+
+    async fn bridge_edit(&self, ctx: &LoginContext, edit: &Edit) -> Result<(), BridgeError> {
+        let Some(mut portal) = self.find_portal(ctx, &edit.chat_id)? else {
+            return Ok(());
+        };
+        let Some(target) = self
+            .store
+            .message_by_remote(&portal.key, &edit.message_id)?
+        else {
+            tracing::debug!(login = %ctx.key(), message = %edit.message_id, "edit of an unknown message ignored");
+            return Ok(());
+        };
+        let ghost = self.sender_ghost(ctx, &mut portal, &edit.sender).await?;
+        let new = match &edit.html {
+            Some(html) => RoomMessageEventContent::text_html(edit.text.clone(), html.clone()),
+            None => RoomMessageEventContent::text_plain(edit.text.clone()),
+        };
+        let content = new.make_replacement(ReplacementMetadata::new(parse_event(&target)?, None));
+        let txn = stable_txn(&[
+            "edit",
+            &target.event_id,
+            &edit.timestamp_ms.to_string(),
+            &edit.text,
+        ]);
+        self.send_as(
+            &parse_room(&portal)?,
+            txn,
+            &content,
+            &ghost,
+            Some(edit.timestamp_ms),
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn bridge_delete(&self, ctx: &LoginContext, delete: &Delete) -> Result<(), BridgeError> {
+        let Some(portal) = self.find_portal(ctx, &delete.chat_id)? else {
+            return Ok(());
+        };
+        let Some(target) = self
+            .store
+            .message_by_remote(&portal.key, &delete.message_id)?
+        else {
+            return Ok(());
+        };
+        // The bot created the room and may redact any event in it.
+        let request = redact_event::v3::Request::new(
+            parse_room(&portal)?,
+            parse_event(&target)?,
+            stable_txn(&["redact", &target.event_id]),
+        );
+        self.client.send(request, None).await?;
+        self.store.remove_message(&target)?;
+        Ok(())
+    }
+
+    async fn bridge_reaction(
+        &self,
+        ctx: &LoginContext,
+        reaction: &Reaction,
+    ) -> Result<(), BridgeError> {
+        let Some(mut portal) = self.find_portal(ctx, &reaction.chat_id)? else {
+            return Ok(());
+        };
+        let reaction_id = format!(
+            "{}\u{1}{}\u{1}{}",
+            reaction.message_id, reaction.sender.user.id, reaction.key
+        );
+        let existing = self.store.message_by_remote(&portal.key, &reaction_id)?;
+        if reaction.removed {
+            if let Some(existing) = existing {
+                let request = redact_event::v3::Request::new(
+                    parse_room(&portal)?,
+                    parse_event(&existing)?,
+                    stable_txn(&["redact", &existing.event_id]),
+                );
+                self.client.send(request, None).await?;
+                self.store.remove_message(&existing)?;
+            }
+            return Ok(());
+        }
+        if existing.is_some() {
+            return Ok(());
+        }
+        let Some(target) = self
+            .store
+            .message_by_remote(&portal.key, &reaction.message_id)?
+        else {
+            return Ok(());
+        };
+        let ghost = self
+            .sender_ghost(ctx, &mut portal, &reaction.sender)
+            .await?;
+        let content =
+            ReactionEventContent::new(Annotation::new(parse_event(&target)?, reaction.key.clone()));
+        let event_id = self
+            .send_as(
+                &parse_room(&portal)?,
+                stable_txn(&["react", &reaction_id]),
+                &content,
+                &ghost,
+                Some(reaction.timestamp_ms),
+            )
+            .await?;
+        self.store.put_message(&MessageRecord {
+            portal: portal.key.clone(),
+            remote_id: reaction_id,
+            event_id: event_id.to_string(),
+            room_id: portal.room_id.clone(),
+            kind: MessageKind::Reaction,
+        })?;
+        Ok(())
+    }
+
+    async fn bridge_typing(&self, ctx: &LoginContext, typing: &Typing) -> Result<(), BridgeError> {
+        let Some(mut portal) = self.find_portal(ctx, &typing.chat_id)? else {
+            return Ok(());
+        };
+        let ghost = self.sender_ghost(ctx, &mut portal, &typing.sender).await?;
+        let state = if typing.timeout_ms == 0 {
+            create_typing_event::v3::Typing::No
+        } else {
+            create_typing_event::v3::Typing::Yes(create_typing_event::v3::TypingInfo::new(
+                std::time::Duration::from_millis(typing.timeout_ms.into()),
+            ))
+        };
+        let request =
+            create_typing_event::v3::Request::new(ghost.clone(), parse_room(&portal)?, state);
+        self.client.send(request, Some(&ghost)).await?;
+        Ok(())
+    }
+
+    async fn bridge_receipt(
+        &self,
+        ctx: &LoginContext,
+        receipt: &ReadReceipt,
+    ) -> Result<(), BridgeError> {
+        let Some(mut portal) = self.find_portal(ctx, &receipt.chat_id)? else {
+            return Ok(());
+        };
+        let Some(target) = self.store.message_by_remote(&portal.key, &receipt.up_to)? else {
+            return Ok(());
+        };
+        let ghost = self.sender_ghost(ctx, &mut portal, &receipt.sender).await?;
+        let mut request = create_receipt::v3::Request::new(
+            parse_room(&portal)?,
+            create_receipt::v3::ReceiptType::Read,
+            parse_event(&target)?,
+        );
+        request.thread = ReceiptThread::Unthreaded;
+        self.client.send(request, Some(&ghost)).await?;
+        Ok(())
+    }
+}

@@ -1,0 +1,306 @@
+//! What the bridge remembers: portals, ghosts, message mappings, users and
+//! handled transactions.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use crate::logins::LoginKey;
+use crate::storage::{self, KeyBuf, Storage, Table, trees};
+
+/// A portal: one remote chat as seen by one receiver.
+///
+/// For connectors that split portals by login (all portals here, by
+/// default), the receiver is always the login id, so two logins never
+/// share a room, even for the same remote chat.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PortalKey {
+    /// The connector plugin.
+    pub plugin: String,
+    /// The remote chat id.
+    pub chat_id: String,
+    /// The login id that receives this portal; empty for a portal shared
+    /// by all logins (only for connectors that do not split portals).
+    pub receiver: String,
+}
+
+impl PortalKey {
+    /// The storage key.
+    pub fn storage_key(&self) -> KeyBuf {
+        KeyBuf::new()
+            .push(&self.plugin)
+            .push(&self.chat_id)
+            .push(&self.receiver)
+    }
+
+    /// The login this portal belongs to, if it has a receiver.
+    pub fn login(&self) -> Option<LoginKey> {
+        (!self.receiver.is_empty()).then(|| LoginKey::new(&self.plugin, &self.receiver))
+    }
+}
+
+/// A portal's room and what the bridge last set in it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PortalRecord {
+    /// The portal.
+    pub key: PortalKey,
+    /// Its Matrix room.
+    pub room_id: String,
+    /// The name last set.
+    pub name: Option<String>,
+    /// The topic last set.
+    pub topic: Option<String>,
+    /// Whether it is a direct chat.
+    pub direct: bool,
+    /// Ghosts that have joined the room.
+    pub ghosts: BTreeSet<String>,
+}
+
+/// A ghost: the Matrix user that stands for one remote user.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GhostRecord {
+    /// Its Matrix user id.
+    pub user_id: String,
+    /// The display name last set.
+    pub display_name: Option<String>,
+}
+
+/// A bridged message or reaction: its Matrix event and its remote id.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MessageRecord {
+    /// The portal it is in.
+    pub portal: PortalKey,
+    /// Its remote id (for a reaction: `<message id>\u{0}<sender>\u{0}<key>`,
+    /// or the id the connector returned).
+    pub remote_id: String,
+    /// The Matrix event.
+    pub event_id: String,
+    /// The Matrix room.
+    pub room_id: String,
+    /// What kind of event it is.
+    pub kind: MessageKind,
+}
+
+/// The kinds of mapped events.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MessageKind {
+    /// A message.
+    Message,
+    /// A reaction, with the remote message it reacts to in `remote_id`.
+    Reaction,
+}
+
+/// What the bridge knows of a Matrix user.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct UserRecord {
+    /// The user's management room with the bot.
+    pub management_room: Option<String>,
+}
+
+/// The bridge's tables.
+#[derive(Clone)]
+pub struct BridgeStore {
+    storage: Arc<dyn Storage>,
+    portals: Table<PortalRecord>,
+    room_portal: Table<PortalKey>,
+    ghosts: Table<GhostRecord>,
+    by_remote: Table<MessageRecord>,
+    by_event: Table<MessageRecord>,
+    users: Table<UserRecord>,
+    transactions: Table<u64>,
+}
+
+impl BridgeStore {
+    /// Opens the tables in `storage`.
+    pub fn open(storage: &Arc<dyn Storage>) -> storage::Result<Self> {
+        let s = storage.as_ref();
+        Ok(Self {
+            storage: storage.clone(),
+            portals: Table::open(s, trees::PORTALS)?,
+            room_portal: Table::open(s, trees::ROOM_PORTAL)?,
+            ghosts: Table::open(s, trees::GHOSTS)?,
+            by_remote: Table::open(s, trees::MESSAGE_BY_REMOTE)?,
+            by_event: Table::open(s, trees::MESSAGE_BY_EVENT)?,
+            users: Table::open(s, trees::USERS)?,
+            transactions: Table::open(s, trees::TRANSACTIONS)?,
+        })
+    }
+
+    /// The underlying storage.
+    pub fn storage(&self) -> &Arc<dyn Storage> {
+        &self.storage
+    }
+
+    /// The portal `key`.
+    pub fn portal(&self, key: &PortalKey) -> storage::Result<Option<PortalRecord>> {
+        self.portals.get(&key.storage_key())
+    }
+
+    /// The portal of room `room_id`.
+    pub fn portal_of_room(&self, room_id: &str) -> storage::Result<Option<PortalRecord>> {
+        match self.room_portal.get(&KeyBuf::new().push(room_id))? {
+            Some(key) => self.portal(&key),
+            None => Ok(None),
+        }
+    }
+
+    /// Stores a portal and its room index.
+    pub fn put_portal(&self, record: &PortalRecord) -> storage::Result<()> {
+        self.portals.put(&record.key.storage_key(), record)?;
+        self.room_portal
+            .put(&KeyBuf::new().push(&record.room_id), &record.key)
+    }
+
+    /// Every portal of `plugin`.
+    pub fn portals_of_plugin(&self, plugin: &str) -> storage::Result<Vec<PortalRecord>> {
+        Ok(self
+            .portals
+            .scan(&KeyBuf::new().push(plugin))?
+            .into_iter()
+            .map(|(_, r)| r)
+            .collect())
+    }
+
+    /// Every portal whose receiver is login `login`.
+    pub fn portals_of_login(&self, login: &LoginKey) -> storage::Result<Vec<PortalRecord>> {
+        Ok(self
+            .portals_of_plugin(&login.plugin)?
+            .into_iter()
+            .filter(|p| p.key.receiver == login.id)
+            .collect())
+    }
+
+    /// Forgets a portal, its room index and its message mappings.
+    pub fn remove_portal(&self, record: &PortalRecord) -> storage::Result<()> {
+        for (_, message) in self.by_remote.scan(&record.key.storage_key())? {
+            self.by_event
+                .remove(&KeyBuf::new().push(&message.event_id))?;
+        }
+        self.by_remote.remove_prefix(&record.key.storage_key())?;
+        self.room_portal
+            .remove(&KeyBuf::new().push(&record.room_id))?;
+        self.portals.remove(&record.key.storage_key()).map(drop)
+    }
+
+    /// The ghost with user id `user_id`.
+    pub fn ghost(&self, user_id: &str) -> storage::Result<Option<GhostRecord>> {
+        self.ghosts.get(&KeyBuf::new().push(user_id))
+    }
+
+    /// Stores a ghost.
+    pub fn put_ghost(&self, record: &GhostRecord) -> storage::Result<()> {
+        self.ghosts
+            .put(&KeyBuf::new().push(&record.user_id), record)
+    }
+
+    /// The mapped event of remote id `remote_id` in `portal`.
+    pub fn message_by_remote(
+        &self,
+        portal: &PortalKey,
+        remote_id: &str,
+    ) -> storage::Result<Option<MessageRecord>> {
+        self.by_remote.get(&portal.storage_key().push(remote_id))
+    }
+
+    /// The mapping of Matrix event `event_id`.
+    pub fn message_by_event(&self, event_id: &str) -> storage::Result<Option<MessageRecord>> {
+        self.by_event.get(&KeyBuf::new().push(event_id))
+    }
+
+    /// Stores a mapping both ways.
+    pub fn put_message(&self, record: &MessageRecord) -> storage::Result<()> {
+        self.by_remote
+            .put(&record.portal.storage_key().push(&record.remote_id), record)?;
+        self.by_event
+            .put(&KeyBuf::new().push(&record.event_id), record)
+    }
+
+    /// Stores the mapping of remote id `remote_id` unless one exists;
+    /// returns whether it stored (false: a duplicate).
+    pub fn claim_message(&self, record: &MessageRecord) -> storage::Result<bool> {
+        if !self
+            .by_remote
+            .put_if_absent(&record.portal.storage_key().push(&record.remote_id), record)?
+        {
+            return Ok(false);
+        }
+        self.by_event
+            .put(&KeyBuf::new().push(&record.event_id), record)?;
+        Ok(true)
+    }
+
+    /// Removes a mapping both ways.
+    pub fn remove_message(&self, record: &MessageRecord) -> storage::Result<()> {
+        self.by_remote
+            .remove(&record.portal.storage_key().push(&record.remote_id))?;
+        self.by_event
+            .remove(&KeyBuf::new().push(&record.event_id))
+            .map(drop)
+    }
+
+    /// What the bridge knows of `user_id`.
+    pub fn user(&self, user_id: &str) -> storage::Result<UserRecord> {
+        Ok(self
+            .users
+            .get(&KeyBuf::new().push(user_id))?
+            .unwrap_or_default())
+    }
+
+    /// Stores what the bridge knows of `user_id`.
+    pub fn put_user(&self, user_id: &str, record: &UserRecord) -> storage::Result<()> {
+        self.users.put(&KeyBuf::new().push(user_id), record)
+    }
+
+    /// The user whose management room is `room_id`, if any.
+    pub fn management_room_owner(&self, room_id: &str) -> storage::Result<Option<String>> {
+        Ok(self
+            .users
+            .scan(&KeyBuf::new())?
+            .into_iter()
+            .find(|(_, r)| r.management_room.as_deref() == Some(room_id))
+            .and_then(|(key, _)| storage::split_components(&key).into_iter().next())
+            .map(|user| String::from_utf8_lossy(&user).into_owned()))
+    }
+
+    /// Whether transaction `txn_id` was handled already.
+    pub fn transaction_done(&self, txn_id: &str) -> storage::Result<bool> {
+        Ok(self
+            .transactions
+            .get(&KeyBuf::new().push("txn").push(txn_id))?
+            .is_some())
+    }
+
+    /// Records transaction `txn_id` as handled.
+    pub fn mark_transaction(&self, txn_id: &str, at_ms: u64) -> storage::Result<()> {
+        self.transactions
+            .put(&KeyBuf::new().push("txn").push(txn_id), &at_ms)
+    }
+
+    /// Forgets transactions and dispatched events recorded before
+    /// `before_ms` (the homeserver retries a transaction for hours at
+    /// most, not for days).
+    pub fn prune_transactions(&self, before_ms: u64) -> storage::Result<usize> {
+        let old: Vec<Vec<u8>> = self
+            .transactions
+            .scan(&KeyBuf::new())?
+            .into_iter()
+            .filter(|(_, at)| *at < before_ms)
+            .map(|(k, _)| k)
+            .collect();
+        for key in &old {
+            self.transactions.tree().remove(key)?;
+        }
+        Ok(old.len())
+    }
+
+    /// Marks Matrix event `event_id` as dispatched to a connector; returns
+    /// false if it already was (a replay after a crash), so each Matrix
+    /// event reaches the remote side at most once.
+    pub fn claim_matrix_event(&self, event_id: &str) -> storage::Result<bool> {
+        self.transactions.put_if_absent(
+            &KeyBuf::new().push("event").push(event_id),
+            &crate::logins::now_ms(),
+        )
+    }
+}

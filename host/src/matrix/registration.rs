@@ -1,0 +1,202 @@
+//! The appservice registration: the YAML file the homeserver loads.
+//!
+//! `weft generate-registration` writes it from the config and the ghost
+//! namespaces that the plugins in the plugins directory claim. Running it
+//! again keeps the tokens, so only the namespaces change; the homeserver
+//! must then be restarted to read it.
+
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use rand::Rng;
+use rand::distr::Alphanumeric;
+use ruma::api::appservice::{Namespace, Namespaces, Registration, RegistrationInit};
+
+use super::ids::namespace_regex;
+use crate::config::{AppserviceConfig, HomeserverConfig};
+
+/// A fresh random token.
+pub fn random_token() -> String {
+    rand::rng()
+        .sample_iter(Alphanumeric)
+        .take(64)
+        .map(char::from)
+        .collect()
+}
+
+/// Builds the registration for `ghost_prefixes`, keeping the tokens of
+/// `existing` if given.
+pub fn build(
+    homeserver: &HomeserverConfig,
+    appservice: &AppserviceConfig,
+    ghost_prefixes: &[String],
+    existing: Option<&Registration>,
+) -> Registration {
+    let mut users = vec![Namespace::new(
+        true,
+        format!(
+            "@{}:{}",
+            regex::escape(&appservice.bot_username),
+            regex::escape(&homeserver.domain)
+        ),
+    )];
+    for prefix in ghost_prefixes {
+        users.push(Namespace::new(
+            true,
+            namespace_regex(prefix, &homeserver.domain),
+        ));
+    }
+    let mut namespaces = Namespaces::new();
+    namespaces.users = users;
+    let mut registration: Registration = RegistrationInit {
+        id: appservice.id.clone(),
+        url: Some(appservice.address.clone()),
+        as_token: existing.map_or_else(random_token, |r| r.as_token.clone()),
+        hs_token: existing.map_or_else(random_token, |r| r.hs_token.clone()),
+        sender_localpart: appservice.bot_username.clone(),
+        namespaces,
+        rate_limited: Some(false),
+        protocols: None,
+    }
+    .into();
+    registration.receive_ephemeral = false;
+    registration
+}
+
+/// The ghost prefixes of the connectors in `dir` (read from their
+/// manifests, without compiling them), and the files that failed.
+pub fn ghost_prefixes_in(dir: &Path) -> (Vec<String>, Vec<(std::path::PathBuf, String)>) {
+    let mut prefixes = Vec::new();
+    let mut failures = Vec::new();
+    let components = crate::watcher::components_in(dir).unwrap_or_default();
+    for path in components {
+        let manifest = crate::runtime::plugin::PluginSource::read(&path)
+            .map_err(|e| e.to_string())
+            .and_then(|s| {
+                crate::runtime::manifest::Manifest::parse(&s.manifest).map_err(|e| e.to_string())
+            });
+        match manifest {
+            Ok(m) if m.world == crate::runtime::manifest::World::Connector => {
+                let prefix = m.ghost_prefix();
+                if !prefixes.contains(&prefix) {
+                    prefixes.push(prefix);
+                }
+            }
+            Ok(_) => {}
+            Err(error) => failures.push((path, error)),
+        }
+    }
+    (prefixes, failures)
+}
+
+/// Builds the registration for `config` and the connectors in its
+/// plugins directory, keeping the tokens of the existing file, and writes
+/// it. Returns the registration and the ghost prefixes it covers.
+pub fn generate(config: &crate::config::Config) -> Result<(Registration, Vec<String>)> {
+    let (Some(homeserver), Some(appservice)) = (&config.homeserver, &config.appservice) else {
+        anyhow::bail!("the config has no [homeserver] and [appservice] sections");
+    };
+    let (prefixes, failures) = ghost_prefixes_in(&config.plugins.dir);
+    for (path, error) in failures {
+        tracing::warn!(path = %path.display(), %error, "skipping a plugin whose manifest does not read");
+    }
+    let existing = read(&appservice.registration).ok();
+    let registration = build(homeserver, appservice, &prefixes, existing.as_ref());
+    write(&appservice.registration, &registration)?;
+    Ok((registration, prefixes))
+}
+
+/// Reads a registration file.
+pub fn read(path: &Path) -> Result<Registration> {
+    let text = std::fs::read_to_string(path).with_context(|| {
+        format!(
+            "cannot read the registration {}; create it with `weft generate-registration`",
+            path.display()
+        )
+    })?;
+    serde_yaml_ng::from_str(&text)
+        .with_context(|| format!("{} is not a valid registration", path.display()))
+}
+
+/// Writes a registration file readable only by its owner (it holds the
+/// tokens).
+pub fn write(path: &Path, registration: &Registration) -> Result<()> {
+    let text = serde_yaml_ng::to_string(registration)?;
+    let tmp = path.with_extension("yaml.tmp");
+    std::fs::write(&tmp, text).with_context(|| format!("cannot write {}", tmp.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o600))?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
+}
+
+/// Whether an exclusive user namespace of `registration` covers every
+/// ghost with `prefix` on `domain`.
+pub fn covers(registration: &Registration, prefix: &str, domain: &str) -> bool {
+    let sample = format!("@{prefix}x:{domain}");
+    registration.namespaces.users.iter().any(|ns| {
+        ns.exclusive
+            && regex::Regex::new(&format!("^(?:{})$", ns.regex))
+                .is_ok_and(|re| re.is_match(&sample))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn configs() -> (HomeserverConfig, AppserviceConfig) {
+        let homeserver = HomeserverConfig {
+            url: "http://127.0.0.1:8008".into(),
+            domain: "example.org".into(),
+        };
+        let appservice: AppserviceConfig =
+            toml::from_str("listen = \"127.0.0.1:29300\"\naddress = \"http://127.0.0.1:29300\"")
+                .unwrap();
+        (homeserver, appservice)
+    }
+
+    #[test]
+    fn regenerating_keeps_the_tokens_and_updates_namespaces() {
+        let (homeserver, appservice) = configs();
+        let first = build(&homeserver, &appservice, &["echo_".into()], None);
+        let second = build(
+            &homeserver,
+            &appservice,
+            &["echo_".into(), "teams_".into()],
+            Some(&first),
+        );
+        // The homeserver keeps trusting the same tokens...
+        assert_eq!(first.as_token, second.as_token);
+        assert_eq!(first.hs_token, second.hs_token);
+        assert_ne!(first.as_token, first.hs_token);
+        // ...and the new plugin's ghosts are covered.
+        assert!(!covers(&first, "teams_", "example.org"));
+        assert!(covers(&second, "teams_", "example.org"));
+    }
+
+    #[test]
+    fn the_registration_round_trips_through_yaml() {
+        let (homeserver, appservice) = configs();
+        let registration = build(&homeserver, &appservice, &["echo_".into()], None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("registration.yaml");
+        write(&path, &registration).unwrap();
+        let read_back = read(&path).unwrap();
+        assert_eq!(read_back.as_token, registration.as_token);
+        assert_eq!(read_back.sender_localpart, "weftbot");
+        assert_eq!(read_back.rate_limited, Some(false));
+        // Only the owner may read the tokens.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            assert_eq!(
+                std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
+                0o600
+            );
+        }
+    }
+}
