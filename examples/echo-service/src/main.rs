@@ -13,6 +13,10 @@ struct Args {
     /// Users to create, as `name:password[:Display Name]`.
     #[arg(long = "user")]
     users: Vec<String>,
+    /// Post the time every this many seconds in a "Clock" chat that every
+    /// user is in, so a demo shows messages arriving on their own (0: off).
+    #[arg(long, default_value_t = 0)]
+    clock_secs: u64,
 }
 
 #[tokio::main]
@@ -33,6 +37,30 @@ async fn main() -> anyhow::Result<()> {
     }
     let addr = service.serve(args.listen).await?;
     tracing::info!(%addr, "echo service listening");
+    if args.clock_secs > 0 {
+        let mut members: Vec<&str> = vec!["clock"];
+        members.extend(args.users.iter().filter_map(|u| u.split(':').next()));
+        service.add_user("clock", &format!("{:x}", rand::random::<u128>()), "Clock");
+        let chat = service.add_chat(Some("Clock"), "group", &members);
+        let service = service.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(args.clock_secs));
+            tick.tick().await;
+            loop {
+                tick.tick().await;
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .unwrap_or_default()
+                    .as_secs();
+                let (h, m, s) = ((now / 3600) % 24, (now / 60) % 60, now % 60);
+                service.say(
+                    &chat,
+                    "clock",
+                    &format!("The time is {h:02}:{m:02}:{s:02} UTC"),
+                );
+            }
+        });
+    }
     tokio::signal::ctrl_c().await?;
     Ok(())
 }
