@@ -2,10 +2,12 @@
 //! real HTTP servers on loopback (and, for the Matrix side, a real
 //! Synapse). One binary, one module per area.
 
+mod bridge;
 mod hot_load;
 mod isolation;
 mod limits;
 mod outbound_http;
 mod providers;
+mod provisioning;
 mod timers;
 mod wasi;

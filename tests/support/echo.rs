@@ -15,6 +15,7 @@ pub struct Echo {
 impl Echo {
     /// Starts a service with users `alice` and `bob` (password `pw`).
     pub async fn start() -> Self {
+        crate::init_logging();
         let service = EchoService::new();
         service.add_user("alice", "pw", "Alice");
         service.add_user("bob", "pw", "Bob");

@@ -52,6 +52,7 @@ pub async fn eventually<T>(
 /// Installs a log subscriber once, honouring `RUST_LOG` (quiet by default).
 pub fn init_logging() {
     static ONCE: std::sync::Once = std::sync::Once::new();
+    weft_host::init_tls();
     ONCE.call_once(|| {
         let filter = tracing_subscriber::EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
@@ -62,4 +63,7 @@ pub fn init_logging() {
     });
 }
 
+pub mod bridge;
 pub mod echo;
+pub mod matrix;
+pub mod synapse;

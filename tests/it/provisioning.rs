@@ -1,0 +1,271 @@
+//! The provisioning API and the management room, against a real Synapse.
+
+use std::time::Duration;
+
+use reqwest::Method;
+use serde_json::json;
+use weft_host::logins::{LoginKey, StateEvent};
+use weft_tests::bridge::{BridgeEnv, PROVISIONING_SECRET};
+use weft_tests::eventually;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_lists_flows_logs_in_with_both_flows_shows_states_and_logs_out() {
+    let env = BridgeEnv::start().await;
+    let user = env.user("user").await;
+
+    let (status, flows) = env
+        .provision(&user, Method::GET, "/login/flows", None)
+        .await;
+    assert_eq!(status, 200);
+    let ids: Vec<&str> = flows["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["echo:password", "echo:code"]);
+
+    // The password flow: a user_input step with bridgev2's field shapes.
+    let (_, step) = env
+        .provision(&user, Method::POST, "/login/start/echo:password", None)
+        .await;
+    assert_eq!(step["type"], "user_input");
+    assert_eq!(step["user_input"]["fields"][0]["type"], "username");
+    assert_eq!(step["user_input"]["fields"][1]["type"], "password");
+    let path = format!(
+        "/login/step/{}/{}/user_input",
+        step["login_id"].as_str().unwrap(),
+        step["step_id"].as_str().unwrap()
+    );
+    // A wrong password is the plugin's "invalid input", shown as it is.
+    let (status, error) = env
+        .provision(
+            &user,
+            Method::POST,
+            &path,
+            Some(json!({ "username": "alice", "password": "nope" })),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert!(
+        error["error"]
+            .as_str()
+            .unwrap()
+            .contains("Wrong user name or password"),
+        "{error}"
+    );
+    let (status, done) = env
+        .provision(
+            &user,
+            Method::POST,
+            &path,
+            Some(json!({ "username": "alice", "password": "pw" })),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(done["complete"]["user_login_id"], "echo:alice");
+
+    // The code flow: display_and_wait, approved on the remote side while
+    // the client long-polls.
+    let (_, step) = env
+        .provision(&user, Method::POST, "/login/start/echo:code", None)
+        .await;
+    assert_eq!(step["type"], "display_and_wait");
+    assert_eq!(step["display_and_wait"]["type"], "code");
+    let code = step["display_and_wait"]["data"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let path = format!(
+        "/login/step/{}/{}/display_and_wait",
+        step["login_id"].as_str().unwrap(),
+        step["step_id"].as_str().unwrap()
+    );
+    let service = env.echo.service.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        assert!(service.approve_code(&code, "bob"));
+    });
+    let (status, done) = env.provision(&user, Method::POST, &path, None).await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["complete"]["user_login_id"], "echo:bob");
+
+    let (_, logins) = env.provision(&user, Method::GET, "/logins", None).await;
+    assert_eq!(logins["login_ids"], json!(["echo:alice", "echo:bob"]));
+    // whoami shows each login's state; both connect.
+    let mut connected = false;
+    for _ in 0..100 {
+        let (_, whoami) = env.provision(&user, Method::GET, "/whoami", None).await;
+        let states: Vec<&str> = whoami["logins"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["state"]["state_event"].as_str().unwrap())
+            .collect();
+        if states == ["CONNECTED", "CONNECTED"] {
+            assert_eq!(whoami["bridge_bot"], env.bot());
+            assert_eq!(whoami["logins"][0]["name"], "Alice");
+            connected = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(connected, "the logins never reported CONNECTED");
+
+    // Logout removes the login and stops its instance, and the connector
+    // logged out of the remote service.
+    let alice = LoginKey::new("echo", "alice");
+    let room = env.portal_room(&alice, "c1").await;
+    let (status, _) = env
+        .provision(&user, Method::POST, "/logout/echo:alice", None)
+        .await;
+    assert_eq!(status, 200);
+    let (_, logins) = env.provision(&user, Method::GET, "/logins", None).await;
+    assert_eq!(logins["login_ids"], json!(["echo:bob"]));
+    assert!(env.host().registry().login(&alice).await.is_none());
+    assert!(
+        env.host()
+            .bridge()
+            .unwrap()
+            .store
+            .portal_of_room(&room)
+            .unwrap()
+            .is_none()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provisioning_requires_a_valid_token_and_the_shared_secret_acts_for_a_user() {
+    let env = BridgeEnv::start().await;
+    let user = env.user("user").await;
+    let url = format!("{}/_matrix/provision/v3/logins", env.appservice_url());
+    let client = reqwest::Client::new();
+
+    // No token.
+    assert_eq!(client.get(&url).send().await.unwrap().status(), 401);
+    // A token the homeserver does not know.
+    let response = client
+        .get(&url)
+        .bearer_auth("syt_not_a_real_token")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+    // A user's real token, claiming to be someone else.
+    let response = client
+        .get(format!("{url}?user_id=@other:localhost"))
+        .bearer_auth(&user.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+    // The shared secret acts as the given user.
+    let response = client
+        .get(format!("{url}?user_id={}", user.user_id))
+        .bearer_auth(PROVISIONING_SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    // A user of another server is not permitted by default.
+    let response = client
+        .get(format!("{url}?user_id=@mallory:evil.example"))
+        .bearer_auth(PROVISIONING_SECRET)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 403);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_user_logs_in_lists_and_logs_out_through_the_management_room() {
+    let env = BridgeEnv::start().await;
+    let user = env.user("user").await;
+    let room = user.create_dm(&env.bot()).await;
+    user.wait_for_text(&room, "management room").await;
+
+    user.send_text(&room, "login echo:password").await;
+    user.wait_for_text(&room, "send your user name").await;
+    user.send_text(&room, "alice").await;
+    user.wait_for_text(&room, "send your password").await;
+    user.send_text(&room, "pw").await;
+    user.wait_for_text(&room, "Logged in: echo:alice").await;
+    // The chats arrive as rooms.
+    let portal = env.portal_room(&LoginKey::new("echo", "alice"), "c1").await;
+    user.wait_for_rooms(2, &[]).await;
+    user.wait_for_body(&portal, "Hi! I echo what you say.")
+        .await;
+
+    user.send_text(&room, "logins").await;
+    user.wait_for_text(&room, "echo:alice (Alice)").await;
+    user.send_text(&room, "logout echo:alice").await;
+    user.wait_for_text(&room, "Logged out of echo:alice").await;
+    assert!(
+        env.host()
+            .registry()
+            .services()
+            .logins
+            .of_owner(&user.user_id)
+            .unwrap()
+            .is_empty()
+    );
+    // The portal room says it is no longer bridged.
+    user.wait_for_text(&portal, "no longer bridged").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rejected_credentials_show_in_whoami_and_the_management_room_and_stop_the_timers() {
+    let env = BridgeEnv::start().await;
+    let user = env.user("user").await;
+    let room = user.create_dm(&env.bot()).await;
+    user.wait_for_text(&room, "management room").await;
+    let alice = env.login(&user, "alice").await;
+    env.portal_room(&alice, "c1").await;
+
+    env.echo.service.revoke_tokens("alice");
+    let logins = env.host().registry().services().logins.clone();
+    let state = eventually(Duration::from_secs(20), "BAD_CREDENTIALS", || {
+        logins
+            .get(&alice)
+            .unwrap()
+            .filter(|r| r.state.state_event == StateEvent::BadCredentials)
+            .map(|r| r.state)
+    })
+    .await;
+    assert_eq!(state.error.as_deref(), Some("echo-token-rejected"));
+    let (_, whoami) = env.provision(&user, Method::GET, "/whoami", None).await;
+    assert_eq!(
+        whoami["logins"][0]["state"]["state_event"],
+        "BAD_CREDENTIALS"
+    );
+    user.wait_for_text(&room, "BAD_CREDENTIALS").await;
+    // The login's poll timer is paused until the user logs in again.
+    let handle = env.host().registry().login(&alice).await.unwrap();
+    assert!(handle.status().timers_paused);
+
+    // Logging in again to the same account renews it: same login, same
+    // rooms, timers running again.
+    let renewed = env.login(&user, "alice").await;
+    assert_eq!(renewed, alice);
+    eventually(Duration::from_secs(20), "timers resumed", || {
+        (!handle.status().timers_paused).then_some(())
+    })
+    .await;
+    eventually(Duration::from_secs(20), "CONNECTED again", || {
+        logins
+            .get(&alice)
+            .unwrap()
+            .filter(|r| r.state.state_event == StateEvent::Connected)
+            .map(|_| ())
+    })
+    .await;
+    env.echo.service.say("c1", "echo", "back again");
+    let portal = env.portal_room(&alice, "c1").await;
+    user.wait_for_rooms(2, &[]).await;
+    user.wait_for_body(&portal, "back again").await;
+    assert_eq!(
+        user.joined_rooms().await.len(),
+        2,
+        "a relogin must not create new rooms"
+    );
+}

@@ -1,0 +1,168 @@
+//! A real Synapse on loopback, from the project's venv (`scripts/setup.sh`
+//! installs it), one per test.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The server name of test homeservers.
+pub const DOMAIN: &str = "localhost";
+
+/// A running Synapse; stopped when dropped.
+pub struct Synapse {
+    child: Child,
+    /// Its client-server API base URL.
+    pub url: String,
+    dir: tempfile::TempDir,
+}
+
+/// A free loopback port.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn venv() -> PathBuf {
+    let venv = crate::workspace().join(".venv-synapse");
+    assert!(
+        venv.join("bin/python").exists(),
+        "Synapse is not installed: run scripts/setup.sh (the README's test command does)"
+    );
+    venv
+}
+
+impl Synapse {
+    /// Starts Synapse on `port` with the appservice `registration`, and
+    /// waits until it answers.
+    pub async fn start(port: u16, registration: &Path) -> Self {
+        let venv = venv();
+        let dir = tempfile::tempdir().unwrap();
+        let path = |name: &str| dir.path().join(name).display().to_string();
+        let status = Command::new(venv.join("bin/generate_signing_key"))
+            .args(["-o", &path("signing.key")])
+            .status()
+            .expect("generate_signing_key runs");
+        assert!(status.success());
+        std::fs::write(
+            dir.path().join("log.yaml"),
+            format!(
+                "version: 1\nformatters:\n  precise:\n    format: '%(asctime)s %(name)s %(levelname)s %(message)s'\n\
+                 handlers:\n  file:\n    class: logging.FileHandler\n    formatter: precise\n    filename: {}\n\
+                 root:\n  level: INFO\n  handlers: [file]\ndisable_existing_loggers: false\n",
+                path("homeserver.log")
+            ),
+        )
+        .unwrap();
+        let limit = "{per_second: 1000, burst_count: 1000}";
+        let config = format!(
+            r#"server_name: "{DOMAIN}"
+public_baseurl: "http://127.0.0.1:{port}/"
+pid_file: "{pid}"
+listeners:
+  - port: {port}
+    bind_addresses: ["127.0.0.1"]
+    type: http
+    tls: false
+    x_forwarded: false
+    resources:
+      - names: [client]
+        compress: false
+database:
+  name: sqlite3
+  args:
+    database: "{db}"
+log_config: "{log}"
+media_store_path: "{media}"
+signing_key_path: "{key}"
+report_stats: false
+trusted_key_servers: []
+suppress_key_server_warning: true
+registration_shared_secret: "test-registration-secret"
+macaroon_secret_key: "test-macaroon-secret"
+form_secret: "test-form-secret"
+enable_registration: true
+enable_registration_without_verification: true
+presence:
+  enabled: false
+app_service_config_files: ["{registration}"]
+rc_message: {limit}
+rc_registration: {limit}
+rc_login:
+  address: {limit}
+  account: {limit}
+  failed_attempts: {limit}
+rc_joins:
+  local: {limit}
+  remote: {limit}
+rc_invites:
+  per_room: {limit}
+  per_user: {limit}
+  per_issuer: {limit}
+rc_room_creation: {limit}
+"#,
+            pid = path("homeserver.pid"),
+            db = path("homeserver.db"),
+            log = path("log.yaml"),
+            media = path("media"),
+            key = path("signing.key"),
+            registration = registration.display(),
+        );
+        std::fs::write(dir.path().join("homeserver.yaml"), config).unwrap();
+        let child = Command::new(venv.join("bin/python"))
+            .args([
+                "-m",
+                "synapse.app.homeserver",
+                "--config-path",
+                &path("homeserver.yaml"),
+            ])
+            .current_dir(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
+            .spawn()
+            .expect("Synapse starts");
+        let synapse = Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            dir,
+        };
+        synapse.wait_ready().await;
+        synapse
+    }
+
+    async fn wait_ready(&self) {
+        let client = reqwest::Client::new();
+        for _ in 0..300 {
+            let ready = client
+                .get(format!("{}/_matrix/client/versions", self.url))
+                .send()
+                .await;
+            if ready.is_ok_and(|r| r.status().is_success()) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let log = std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default();
+        panic!("Synapse did not start within 30 s:\n{log}");
+    }
+}
+
+impl Drop for Synapse {
+    fn drop(&mut self) {
+        // SIGTERM lets it stop cleanly; then make sure it is gone.
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        for _ in 0..50 {
+            if self.child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
