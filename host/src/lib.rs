@@ -4,6 +4,7 @@
 pub mod admin;
 pub mod api_error;
 pub mod appservice;
+pub mod bench;
 pub mod bridge;
 pub mod config;
 pub mod host;

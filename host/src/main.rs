@@ -42,6 +42,18 @@ enum Command {
         /// The component.
         path: PathBuf,
     },
+    /// Measure the runtime with a connector and print the figures.
+    Bench {
+        /// The connector component.
+        #[arg(long, default_value = "target/plugins/probe.wasm")]
+        plugin: PathBuf,
+        /// Idle logins to start, for the memory and upgrade figures.
+        #[arg(long, default_value_t = 200)]
+        logins: usize,
+        /// Instances to create and calls to time.
+        #[arg(long, default_value_t = 200)]
+        samples: usize,
+    },
     /// Manage the plugins of a running host.
     #[command(subcommand)]
     Plugin(PluginCommand),
@@ -111,6 +123,14 @@ fn main() -> Result<()> {
         match cli.command {
             Command::Run => run(&cli.config).await,
             Command::GenerateRegistration => generate_registration(&cli.config),
+            Command::Bench {
+                plugin,
+                logins,
+                samples,
+            } => {
+                weft_host::bench::run(&plugin, weft_host::bench::BenchOptions { logins, samples })
+                    .await
+            }
             Command::CheckPlugin { path } => check_plugin(&cli.config, &path).await,
             Command::Plugin(command) => plugin_command(&cli.config, command).await,
             Command::Login(command) => login_command(&cli.config, command).await,
