@@ -1,0 +1,149 @@
+#!/usr/bin/env bash
+# Runs a working bridge on this machine: a local Synapse (from the
+# project's venv), the echo chat service with two accounts, and weft with
+# the echo connector loaded from its plugins directory on the embedded
+# sled database. Prints how to log in with any Matrix client.
+#
+# Everything lives in .dev/ (delete it to start over). Ctrl-C stops it all.
+# Ports: WEFT_HS_PORT (8008), WEFT_AS_PORT (29300), WEFT_ADMIN_PORT
+# (29380), WEFT_ECHO_PORT (8090).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT="$(pwd)"
+
+HS_PORT="${WEFT_HS_PORT:-8008}"
+AS_PORT="${WEFT_AS_PORT:-29300}"
+ADMIN_PORT="${WEFT_ADMIN_PORT:-29380}"
+ECHO_PORT="${WEFT_ECHO_PORT:-8090}"
+DEV="$ROOT/.dev"
+MATRIX_USER="me"
+MATRIX_PASSWORD="weft-demo-password"
+
+scripts/setup.sh
+step() { printf '\n==> %s\n' "$*"; }
+
+step "building weft and the echo service"
+cargo build --locked -p weft-host -p echo-service
+WEFT="$ROOT/target/debug/weft"
+ECHO_SERVICE="$ROOT/target/debug/echo-service"
+
+mkdir -p "$DEV/plugins" "$DEV/synapse/media"
+cp target/plugins/echo.wasm "$DEV/plugins/echo.wasm"
+secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
+if [ ! -f "$DEV/weft.toml" ]; then
+  cat > "$DEV/weft.toml" <<EOF
+# The demo's config; see README.md for every setting.
+data-dir = "data"
+
+[plugins]
+dir = "plugins"
+
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
+token = "$(secret)"
+
+[homeserver]
+url = "http://127.0.0.1:$HS_PORT"
+domain = "localhost"
+
+[appservice]
+listen = "127.0.0.1:$AS_PORT"
+address = "http://127.0.0.1:$AS_PORT"
+registration = "registration.yaml"
+
+[provisioning]
+shared-secret = "$(secret)"
+
+[plugin.echo]
+http = ["http://127.0.0.1:*"]
+private-networks = true
+
+[plugin.echo.settings]
+base-url = "http://127.0.0.1:$ECHO_PORT"
+poll-interval-ms = 1000
+EOF
+fi
+"$WEFT" --config "$DEV/weft.toml" generate-registration
+
+if [ ! -f "$DEV/synapse/homeserver.yaml" ]; then
+  .venv-synapse/bin/generate_signing_key -o "$DEV/synapse/signing.key"
+  LIMIT="{per_second: 1000, burst_count: 1000}"
+  cat > "$DEV/synapse/log.yaml" <<EOF
+version: 1
+formatters: {precise: {format: '%(asctime)s %(name)s %(levelname)s %(message)s'}}
+handlers: {file: {class: logging.FileHandler, formatter: precise, filename: $DEV/synapse/homeserver.log}}
+root: {level: INFO, handlers: [file]}
+disable_existing_loggers: false
+EOF
+  cat > "$DEV/synapse/homeserver.yaml" <<EOF
+server_name: "localhost"
+public_baseurl: "http://127.0.0.1:$HS_PORT/"
+pid_file: "$DEV/synapse/homeserver.pid"
+listeners:
+  - {port: $HS_PORT, bind_addresses: ["127.0.0.1"], type: http, tls: false, x_forwarded: false, resources: [{names: [client], compress: false}]}
+database: {name: sqlite3, args: {database: "$DEV/synapse/homeserver.db"}}
+log_config: "$DEV/synapse/log.yaml"
+media_store_path: "$DEV/synapse/media"
+signing_key_path: "$DEV/synapse/signing.key"
+report_stats: false
+trusted_key_servers: []
+suppress_key_server_warning: true
+registration_shared_secret: "$(secret)"
+macaroon_secret_key: "$(secret)"
+form_secret: "$(secret)"
+enable_registration: false
+presence: {enabled: false}
+app_service_config_files: ["$DEV/registration.yaml"]
+rc_message: $LIMIT
+rc_registration: $LIMIT
+rc_login: {address: $LIMIT, account: $LIMIT, failed_attempts: $LIMIT}
+rc_joins: {local: $LIMIT, remote: $LIMIT}
+rc_room_creation: $LIMIT
+EOF
+fi
+
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+}
+trap cleanup EXIT INT TERM
+
+step "starting Synapse on 127.0.0.1:$HS_PORT (log: .dev/synapse/homeserver.log)"
+.venv-synapse/bin/python -m synapse.app.homeserver --config-path "$DEV/synapse/homeserver.yaml" \
+  > "$DEV/synapse/stdout.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 300); do
+  curl -fs "http://127.0.0.1:$HS_PORT/_matrix/client/versions" >/dev/null 2>&1 && break
+  sleep 0.1
+done
+curl -fs "http://127.0.0.1:$HS_PORT/_matrix/client/versions" >/dev/null || {
+  echo "Synapse did not start; see .dev/synapse/stdout.log" >&2; exit 1; }
+.venv-synapse/bin/register_new_matrix_user -c "$DEV/synapse/homeserver.yaml" \
+  -u "$MATRIX_USER" -p "$MATRIX_PASSWORD" --no-admin "http://127.0.0.1:$HS_PORT" >/dev/null 2>&1 || true
+
+step "starting the echo service on 127.0.0.1:$ECHO_PORT"
+"$ECHO_SERVICE" --listen "127.0.0.1:$ECHO_PORT" --user alice:alice-password:Alice \
+  --user bob:bob-password:Bob --clock-secs 60 > "$DEV/echo-service.log" 2>&1 &
+PIDS+=($!)
+
+cat <<EOF
+
+weft is starting. Log in with any Matrix client:
+  homeserver   http://127.0.0.1:$HS_PORT   (server name: localhost)
+  user         @$MATRIX_USER:localhost
+  password     $MATRIX_PASSWORD
+
+Then start a direct chat with @weftbot:localhost and send:
+  login echo:password      (echo account: alice / alice-password, or bob / bob-password)
+Your echo chats appear as rooms; write in "Echo bot" and the echo bot answers.
+Log in to both accounts to see each login get its own rooms.
+
+Operators: $WEFT --config .dev/weft.toml plugin list   (or: login list)
+Stop with Ctrl-C.
+
+EOF
+step "running weft"
+RUST_LOG="${RUST_LOG:-info}" "$WEFT" --config "$DEV/weft.toml" run &
+PIDS+=($!)
+wait "${PIDS[-1]}"
