@@ -55,6 +55,31 @@ pub struct LoginProviderExport<T>(PhantomData<T>);
 /// Exports a [`CredentialProvider`] as the `credential-provider` world.
 pub struct CredentialProviderExport<T>(PhantomData<T>);
 
+/// Implements a world's generated `login-flow` `Guest` trait by forwarding
+/// to [`Login`]: the connector and login-provider worlds export the same
+/// interface, generated twice.
+macro_rules! login_flow_guest {
+    ($wit:ident, $export:ident, $($bound:tt)+) => {
+        impl<T: $($bound)+ + Default + 'static> $wit::Guest for $export<T> {
+            fn start(flow_id: String, relogin: Option<String>) -> Result<$wit::LoginStep, PluginError> {
+                with_plugin(|p: &mut T| p.login_start(&flow_id, relogin.as_deref()))
+                    .map(Into::into)
+                    .map_err(Into::into)
+            }
+
+            fn submit(step_id: String, input: $wit::StepInput) -> Result<$wit::LoginStep, PluginError> {
+                with_plugin(|p: &mut T| p.login_submit(&step_id, input.into()))
+                    .map(Into::into)
+                    .map_err(Into::into)
+            }
+
+            fn cancel() {
+                with_plugin(|p: &mut T| p.login_cancel())
+            }
+        }
+    };
+}
+
 mod connector_world {
     use super::{
         Connector, ConnectorExport, MatrixEdit, MatrixMessage, MatrixReaction, PluginError,
@@ -129,29 +154,7 @@ mod connector_world {
         }
     }
 
-    impl<T: Connector + Default + 'static> wit_login::Guest for ConnectorExport<T> {
-        fn start(
-            flow_id: String,
-            relogin: Option<String>,
-        ) -> Result<wit_login::LoginStep, PluginError> {
-            with_plugin(|p: &mut T| p.login_start(&flow_id, relogin.as_deref()))
-                .map(Into::into)
-                .map_err(Into::into)
-        }
-
-        fn submit(
-            step_id: String,
-            input: wit_login::StepInput,
-        ) -> Result<wit_login::LoginStep, PluginError> {
-            with_plugin(|p: &mut T| p.login_submit(&step_id, input.into()))
-                .map(Into::into)
-                .map_err(Into::into)
-        }
-
-        fn cancel() {
-            with_plugin(|p: &mut T| p.login_cancel())
-        }
-    }
+    login_flow_guest!(wit_login, ConnectorExport, Connector);
 }
 
 mod login_provider_world {
@@ -159,29 +162,7 @@ mod login_provider_world {
     use crate::wit::login_provider::exports::weft::plugin::login_flow as wit_login;
     use crate::wit::login_provider::exports::weft::plugin::tokens as wit_tokens;
 
-    impl<T: Login + TokenProvider + Default + 'static> wit_login::Guest for LoginProviderExport<T> {
-        fn start(
-            flow_id: String,
-            relogin: Option<String>,
-        ) -> Result<wit_login::LoginStep, PluginError> {
-            with_plugin(|p: &mut T| p.login_start(&flow_id, relogin.as_deref()))
-                .map(Into::into)
-                .map_err(Into::into)
-        }
-
-        fn submit(
-            step_id: String,
-            input: wit_login::StepInput,
-        ) -> Result<wit_login::LoginStep, PluginError> {
-            with_plugin(|p: &mut T| p.login_submit(&step_id, input.into()))
-                .map(Into::into)
-                .map_err(Into::into)
-        }
-
-        fn cancel() {
-            with_plugin(|p: &mut T| p.login_cancel())
-        }
-    }
+    login_flow_guest!(wit_login, LoginProviderExport, Login + TokenProvider);
 
     impl<T: Login + TokenProvider + Default + 'static> wit_tokens::Guest for LoginProviderExport<T> {
         fn from_captured(

@@ -89,52 +89,49 @@ pub mod wit {
     /// world's, so the other worlds reuse these import bindings.
     pub use weft_sdk_bindings as connector;
 
+    /// Generates a provider world whose imports are the connector world's
+    /// (one set of import types, so the SDK's helpers serve every role).
+    macro_rules! provider_world {
+        ($world:literal, $export_macro:literal, $module:literal) => {
+            wit_bindgen::generate!({
+                path: "../wit/v0.1",
+                world: $world,
+                with: {
+                    "weft:plugin/types@0.1.0": crate::wit::connector::weft::plugin::types,
+                    "weft:plugin/http@0.1.0": crate::wit::connector::weft::plugin::http,
+                    "weft:plugin/kv@0.1.0": crate::wit::connector::weft::plugin::kv,
+                    "weft:plugin/log@0.1.0": crate::wit::connector::weft::plugin::log,
+                    "weft:plugin/config@0.1.0": crate::wit::connector::weft::plugin::config,
+                    "wasi:clocks/wall-clock@0.2.12": crate::wit::connector::wasi::clocks::wall_clock,
+                    "wasi:clocks/monotonic-clock@0.2.12": crate::wit::connector::wasi::clocks::monotonic_clock,
+                    "wasi:random/random@0.2.12": crate::wit::connector::wasi::random::random,
+                    "wasi:io/poll@0.2.12": crate::wit::connector::wasi::io::poll,
+                },
+                generate_all,
+                pub_export_macro: true,
+                export_macro_name: $export_macro,
+                default_bindings_module: $module,
+                runtime_path: "weft_sdk::__wit_bindgen::rt",
+            });
+        };
+    }
+
     /// The login-provider world.
     pub mod login_provider {
-        wit_bindgen::generate!({
-            path: "../wit/v0.1",
-            world: "weft:plugin/login-provider@0.1.0",
-            with: {
-                "weft:plugin/types@0.1.0": crate::wit::connector::weft::plugin::types,
-                "weft:plugin/http@0.1.0": crate::wit::connector::weft::plugin::http,
-                "weft:plugin/kv@0.1.0": crate::wit::connector::weft::plugin::kv,
-                "weft:plugin/log@0.1.0": crate::wit::connector::weft::plugin::log,
-                "weft:plugin/config@0.1.0": crate::wit::connector::weft::plugin::config,
-                "wasi:clocks/wall-clock@0.2.12": crate::wit::connector::wasi::clocks::wall_clock,
-                "wasi:clocks/monotonic-clock@0.2.12": crate::wit::connector::wasi::clocks::monotonic_clock,
-                "wasi:random/random@0.2.12": crate::wit::connector::wasi::random::random,
-                "wasi:io/poll@0.2.12": crate::wit::connector::wasi::io::poll,
-            },
-            generate_all,
-            pub_export_macro: true,
-            export_macro_name: "export_login_provider",
-            default_bindings_module: "weft_sdk::wit::login_provider",
-            runtime_path: "weft_sdk::__wit_bindgen::rt",
-        });
+        provider_world!(
+            "weft:plugin/login-provider@0.1.0",
+            "export_login_provider",
+            "weft_sdk::wit::login_provider"
+        );
     }
 
     /// The credential-provider world.
     pub mod credential_provider {
-        wit_bindgen::generate!({
-            path: "../wit/v0.1",
-            world: "weft:plugin/credential-provider@0.1.0",
-            with: {
-                "weft:plugin/types@0.1.0": crate::wit::connector::weft::plugin::types,
-                "weft:plugin/http@0.1.0": crate::wit::connector::weft::plugin::http,
-                "weft:plugin/kv@0.1.0": crate::wit::connector::weft::plugin::kv,
-                "weft:plugin/log@0.1.0": crate::wit::connector::weft::plugin::log,
-                "weft:plugin/config@0.1.0": crate::wit::connector::weft::plugin::config,
-                "wasi:clocks/wall-clock@0.2.12": crate::wit::connector::wasi::clocks::wall_clock,
-                "wasi:clocks/monotonic-clock@0.2.12": crate::wit::connector::wasi::clocks::monotonic_clock,
-                "wasi:random/random@0.2.12": crate::wit::connector::wasi::random::random,
-                "wasi:io/poll@0.2.12": crate::wit::connector::wasi::io::poll,
-            },
-            generate_all,
-            pub_export_macro: true,
-            export_macro_name: "export_credential_provider",
-            default_bindings_module: "weft_sdk::wit::credential_provider",
-            runtime_path: "weft_sdk::__wit_bindgen::rt",
-        });
+        provider_world!(
+            "weft:plugin/credential-provider@0.1.0",
+            "export_credential_provider",
+            "weft_sdk::wit::credential_provider"
+        );
     }
 
     pub(crate) use connector::weft::plugin as imports;

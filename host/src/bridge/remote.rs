@@ -343,14 +343,12 @@ impl Bridge {
         let event_id = self
             .send_as(&room, txn, &content, &ghost, Some(message.timestamp_ms))
             .await?;
-        self.store.put_message(&MessageRecord {
-            portal: portal.key.clone(),
-            remote_id: message.message_id.clone(),
-            event_id: event_id.to_string(),
-            room_id: portal.room_id.clone(),
-            kind: MessageKind::Message,
-        })?;
-        Ok(())
+        self.record(
+            &portal,
+            message.message_id.clone(),
+            &event_id,
+            MessageKind::Message,
+        )
     }
 
     async fn bridge_edit(&self, ctx: &LoginContext, edit: &Edit) -> Result<(), BridgeError> {
@@ -397,15 +395,7 @@ impl Bridge {
         else {
             return Ok(());
         };
-        // The bot created the room and may redact any event in it.
-        let request = redact_event::v3::Request::new(
-            parse_room(&portal)?,
-            parse_event(&target)?,
-            stable_txn(&["redact", &target.event_id]),
-        );
-        self.client.send(request, None).await?;
-        self.store.remove_message(&target)?;
-        Ok(())
+        self.redact_mapped(&portal, &target).await
     }
 
     async fn bridge_reaction(
@@ -423,13 +413,7 @@ impl Bridge {
         let existing = self.store.message_by_remote(&portal.key, &reaction_id)?;
         if reaction.removed {
             if let Some(existing) = existing {
-                let request = redact_event::v3::Request::new(
-                    parse_room(&portal)?,
-                    parse_event(&existing)?,
-                    stable_txn(&["redact", &existing.event_id]),
-                );
-                self.client.send(request, None).await?;
-                self.store.remove_message(&existing)?;
+                self.redact_mapped(&portal, &existing).await?;
             }
             return Ok(());
         }
@@ -456,13 +440,41 @@ impl Bridge {
                 Some(reaction.timestamp_ms),
             )
             .await?;
+        self.record(&portal, reaction_id, &event_id, MessageKind::Reaction)
+    }
+
+    /// Records that remote `remote_id` is Matrix event `event_id`.
+    fn record(
+        &self,
+        portal: &PortalRecord,
+        remote_id: String,
+        event_id: &EventId,
+        kind: MessageKind,
+    ) -> Result<(), BridgeError> {
         self.store.put_message(&MessageRecord {
             portal: portal.key.clone(),
-            remote_id: reaction_id,
+            remote_id,
             event_id: event_id.to_string(),
             room_id: portal.room_id.clone(),
-            kind: MessageKind::Reaction,
+            kind,
         })?;
+        Ok(())
+    }
+
+    /// Redacts a bridged event and forgets its mapping. (The bot created
+    /// the room and may redact any event in it.)
+    async fn redact_mapped(
+        &self,
+        portal: &PortalRecord,
+        target: &MessageRecord,
+    ) -> Result<(), BridgeError> {
+        let request = redact_event::v3::Request::new(
+            parse_room(portal)?,
+            parse_event(target)?,
+            stable_txn(&["redact", &target.event_id]),
+        );
+        self.client.send(request, None).await?;
+        self.store.remove_message(target)?;
         Ok(())
     }
 

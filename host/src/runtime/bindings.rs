@@ -24,44 +24,37 @@ pub mod connector {
     });
 }
 
+/// Generates a provider world whose imports are the connector world's, so
+/// one linker and one set of `Host` impls serve every role.
+macro_rules! provider_world {
+    ($world:literal) => {
+        wasmtime::component::bindgen!({
+            path: "../wit/v0.1",
+            world: $world,
+            imports: { default: async | trappable },
+            exports: { default: async },
+            with: {
+                "wasi:io": wasmtime_wasi::p2::bindings::io,
+                "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+                "wasi:random": wasmtime_wasi::p2::bindings::random,
+                "weft:plugin/types": super::connector::weft::plugin::types,
+                "weft:plugin/http": super::connector::weft::plugin::http,
+                "weft:plugin/kv": super::connector::weft::plugin::kv,
+                "weft:plugin/log": super::connector::weft::plugin::log,
+                "weft:plugin/config": super::connector::weft::plugin::config,
+            },
+        });
+    };
+}
+
 /// The `login-provider` world.
 pub mod login_provider {
-    wasmtime::component::bindgen!({
-        path: "../wit/v0.1",
-        world: "weft:plugin/login-provider@0.1.0",
-        imports: { default: async | trappable },
-        exports: { default: async },
-        with: {
-            "wasi:io": wasmtime_wasi::p2::bindings::io,
-            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
-            "wasi:random": wasmtime_wasi::p2::bindings::random,
-            "weft:plugin/types": super::connector::weft::plugin::types,
-            "weft:plugin/http": super::connector::weft::plugin::http,
-            "weft:plugin/kv": super::connector::weft::plugin::kv,
-            "weft:plugin/log": super::connector::weft::plugin::log,
-            "weft:plugin/config": super::connector::weft::plugin::config,
-        },
-    });
+    provider_world!("weft:plugin/login-provider@0.1.0");
 }
 
 /// The `credential-provider` world.
 pub mod credential_provider {
-    wasmtime::component::bindgen!({
-        path: "../wit/v0.1",
-        world: "weft:plugin/credential-provider@0.1.0",
-        imports: { default: async | trappable },
-        exports: { default: async },
-        with: {
-            "wasi:io": wasmtime_wasi::p2::bindings::io,
-            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
-            "wasi:random": wasmtime_wasi::p2::bindings::random,
-            "weft:plugin/types": super::connector::weft::plugin::types,
-            "weft:plugin/http": super::connector::weft::plugin::http,
-            "weft:plugin/kv": super::connector::weft::plugin::kv,
-            "weft:plugin/log": super::connector::weft::plugin::log,
-            "weft:plugin/config": super::connector::weft::plugin::config,
-        },
-    });
+    provider_world!("weft:plugin/credential-provider@0.1.0");
 }
 
 pub use connector::weft::plugin as imports;

@@ -133,36 +133,30 @@ pub fn resolve(
         allowed.push(pattern);
     }
 
-    let memory_grant = grants.memory_mb.unwrap_or(runtime.memory_mb);
-    let memory_mb = match requested.memory_mb {
-        Some(asked) if asked > memory_grant => {
-            return Err(not_granted(format!(
-                "memory-mb = {asked} (granted {memory_grant})"
-            )));
+    // A limit the manifest asks for must be within the grant; without an
+    // ask, the plugin gets the grant.
+    let within = |name: &str, asked: Option<u64>, granted: u64| match asked {
+        Some(asked) if asked > granted => {
+            Err(not_granted(format!("{name} = {asked} (granted {granted})")))
         }
-        Some(asked) => asked,
-        None => memory_grant,
+        Some(asked) => Ok(asked),
+        None => Ok(granted),
     };
-    let timer_grant = grants.timers.unwrap_or(runtime.timers);
-    let timers = match requested.timers {
-        Some(asked) if asked > timer_grant => {
-            return Err(not_granted(format!(
-                "timers = {asked} (granted {timer_grant})"
-            )));
-        }
-        Some(asked) => asked,
-        None => timer_grant,
-    };
-    let deadline_grant = grants.call_deadline_ms.unwrap_or(runtime.call_deadline_ms);
-    let call_deadline_ms = match requested.call_deadline_ms {
-        Some(asked) if asked > deadline_grant => {
-            return Err(not_granted(format!(
-                "call-deadline-ms = {asked} (granted {deadline_grant})"
-            )));
-        }
-        Some(asked) => asked,
-        None => deadline_grant,
-    };
+    let memory_mb = within(
+        "memory-mb",
+        requested.memory_mb,
+        grants.memory_mb.unwrap_or(runtime.memory_mb),
+    )?;
+    let timers = within(
+        "timers",
+        requested.timers.map(u64::from),
+        grants.timers.unwrap_or(runtime.timers).into(),
+    )?;
+    let call_deadline_ms = within(
+        "call-deadline-ms",
+        requested.call_deadline_ms,
+        grants.call_deadline_ms.unwrap_or(runtime.call_deadline_ms),
+    )?;
 
     // The operator may point an interface at another plugin than the one
     // the manifest names, e.g. a fork of the login provider.
@@ -175,7 +169,7 @@ pub fn resolve(
         http: allowed,
         private_networks: grants.private_networks,
         memory_bytes: memory_mb << 20,
-        timers,
+        timers: u32::try_from(timers).unwrap_or(u32::MAX),
         call_deadline: Duration::from_millis(call_deadline_ms),
         max_response_bytes: grants.max_response_bytes.unwrap_or(http.max_response_bytes),
         uses,
