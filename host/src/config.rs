@@ -121,6 +121,8 @@ pub struct RuntimeConfig {
     /// Each login's mailbox: Matrix events wait here while the instance is
     /// busy; when it is full, senders wait.
     pub mailbox: usize,
+    /// The most a plugin's KV namespace (one login) may hold, in MiB.
+    pub kv_quota_mb: u64,
 }
 
 impl Default for RuntimeConfig {
@@ -139,6 +141,7 @@ impl Default for RuntimeConfig {
             compile_cache: true,
             compile_cache_dir: None,
             mailbox: 256,
+            kv_quota_mb: 64,
         }
     }
 }

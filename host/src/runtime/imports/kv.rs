@@ -11,8 +11,7 @@ use crate::runtime::state::PluginState;
 pub(crate) const MAX_KEY: usize = 512;
 /// The largest value, in bytes.
 pub(crate) const MAX_VALUE: usize = 1 << 20;
-/// The most a namespace may hold, keys and values, in bytes.
-pub(crate) const QUOTA: u64 = 64 << 20;
+
 /// The most keys one `list-keys` call returns.
 const MAX_LIST: u32 = 1000;
 
@@ -36,8 +35,9 @@ impl PluginState {
     ) -> Result<(), KvError> {
         let size = |value: Option<usize>| value.map_or(0, |v| (key_len + v) as u64);
         let usage = self.ctx.kv_usage - size(old).min(self.ctx.kv_usage) + size(new);
-        if usage > QUOTA && size(new) > size(old) {
-            return Err(KvError::QuotaExceeded(QUOTA));
+        let quota = self.ctx.services.runtime.config().kv_quota_mb << 20;
+        if usage > quota && size(new) > size(old) {
+            return Err(KvError::QuotaExceeded(quota));
         }
         self.ctx.kv_usage = usage;
         Ok(())
