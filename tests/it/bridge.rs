@@ -225,3 +225,34 @@ async fn portals_ghosts_and_mappings_survive_a_host_restart_without_duplicates()
     }
     assert_eq!(user.joined_rooms().await, vec![room]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_or_malformed_transaction_is_refused_with_a_clear_error() {
+    let env = BridgeEnv::start().await;
+    let registration = weft_host::matrix::registration::read(&env.registration()).unwrap();
+    let url = format!("{}/_matrix/app/v1/transactions/big", env.appservice_url());
+    let client = reqwest::Client::new();
+    // Over the 8 MiB body limit.
+    let body = format!("{{\"events\":[],\"padding\":\"{}\"}}", "x".repeat(9 << 20));
+    let response = client
+        .put(&url)
+        .bearer_auth(&registration.hs_token)
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
+    // Not JSON.
+    let response = client
+        .put(&url)
+        .bearer_auth(&registration.hs_token)
+        .header("content-type", "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let error: serde_json::Value = response.json().await.unwrap();
+    assert_eq!(error["errcode"], "M_NOT_JSON");
+}

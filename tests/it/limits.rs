@@ -133,3 +133,24 @@ async fn an_oversized_kv_value_is_refused_and_changes_nothing() {
     assert_eq!(answer, "error=ValueTooLarge(1048576)");
     assert_eq!(ask(&login, "kv-get big").await, "<none>");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kv_namespace_stops_growing_at_its_quota_and_deleting_frees_room() {
+    let test = TestHost::builder()
+        .plugin("probe")
+        .runtime("kv-quota-mb = 1")
+        .start()
+        .await;
+    let login = test.login("probe", "hoarder").await;
+    // Two values of 400 kB fit in 1 MiB; the third does not, and the error
+    // carries the quota.
+    let answer = ask(&login, "kv-fill f 3 400000").await;
+    assert_eq!(answer, "error at 2: QuotaExceeded(1048576)");
+    assert_eq!(ask(&login, "kv-get f2").await, "<none>");
+    // Deleting makes room again.
+    assert_eq!(ask(&login, "kv-delete f0").await, "true");
+    assert_eq!(ask(&login, "kv-fill g 1 400000").await, "ok");
+    // Another login has its own quota.
+    let other = test.login("probe", "other").await;
+    assert_eq!(ask(&other, "kv-fill f 2 400000").await, "ok");
+}

@@ -89,3 +89,44 @@ async fn a_manifest_asking_for_an_ungranted_host_is_refused_naming_the_capabilit
     assert!(error.contains("[plugin.probe]"), "{error}");
     assert!(test.host.registry().plugin("probe").is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redirects_are_not_followed() {
+    let server = fixture_server().await;
+    let test = TestHost::builder().plugin("probe").start().await;
+    let login = test.login("probe", "http").await;
+    // The plugin sees the 302 and decides; the host never follows it to a
+    // destination the grant was not checked against.
+    let answer = ask(&login, &format!("http GET http://{server}/redirect")).await;
+    assert!(answer.starts_with("status=302 "), "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_granted_name_that_resolves_to_loopback_is_refused_without_the_private_networks_grant() {
+    let server = fixture_server().await;
+    let test = TestHost::builder()
+        .grant("probe", "http = [\"http://localhost:*\"]")
+        .start()
+        .await;
+    // The probe, relabelled to ask for `localhost`, which the operator
+    // grants; but `localhost` resolves to a loopback address.
+    let bytes = std::fs::read(weft_tests::component("probe")).unwrap();
+    let manifest = weft_host::runtime::plugin::embedded_manifest(&bytes).unwrap();
+    let manifest = manifest.replace("http://127.0.0.1:*", "http://localhost:*");
+    let path = test.plugins_dir().join("probe.wasm");
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::write(path.with_extension("toml"), manifest).unwrap();
+    test.host
+        .registry()
+        .load_file(&path)
+        .await
+        .expect("the relabelled probe loads");
+    let login = test.login("probe", "http").await;
+    let answer = ask(
+        &login,
+        &format!("http GET http://localhost:{}/ok", server.port()),
+    )
+    .await;
+    assert!(answer.starts_with("error=Denied("), "{answer}");
+    assert!(answer.contains("private addresses"), "{answer}");
+}

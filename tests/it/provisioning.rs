@@ -5,7 +5,7 @@ use std::time::Duration;
 use reqwest::Method;
 use serde_json::json;
 use weft_host::logins::{LoginKey, StateEvent};
-use weft_tests::bridge::{BridgeEnv, PROVISIONING_SECRET};
+use weft_tests::bridge::{BridgeEnv, PROVISIONING_SECRET, step_path};
 use weft_tests::eventually;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,11 +32,7 @@ async fn provisioning_lists_flows_logs_in_with_both_flows_shows_states_and_logs_
     assert_eq!(step["type"], "user_input");
     assert_eq!(step["user_input"]["fields"][0]["type"], "username");
     assert_eq!(step["user_input"]["fields"][1]["type"], "password");
-    let path = format!(
-        "/login/step/{}/{}/user_input",
-        step["login_id"].as_str().unwrap(),
-        step["step_id"].as_str().unwrap()
-    );
+    let path = step_path(&step, "user_input");
     // A wrong password is the plugin's "invalid input", shown as it is.
     let (status, error) = env
         .provision(
@@ -76,11 +72,7 @@ async fn provisioning_lists_flows_logs_in_with_both_flows_shows_states_and_logs_
         .as_str()
         .unwrap()
         .to_owned();
-    let path = format!(
-        "/login/step/{}/{}/display_and_wait",
-        step["login_id"].as_str().unwrap(),
-        step["step_id"].as_str().unwrap()
-    );
+    let path = step_path(&step, "display_and_wait");
     let service = env.echo.service.clone();
     tokio::spawn(async move {
         tokio::time::sleep(Duration::from_millis(700)).await;
@@ -268,4 +260,63 @@ async fn rejected_credentials_show_in_whoami_and_the_management_room_and_stop_th
         2,
         "a relogin must not create new rooms"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_or_unknown_login_process_answers_with_bridgev2_errors() {
+    let env = BridgeEnv::start().await;
+    let user = env.user("user").await;
+    let (status, error) = env
+        .provision(&user, Method::POST, "/login/start/echo:nonsense", None)
+        .await;
+    assert_eq!(status, 404, "{error}");
+
+    let (_, step) = env
+        .provision(&user, Method::POST, "/login/start/echo:password", None)
+        .await;
+    let process = step["login_id"].as_str().unwrap().to_owned();
+    let (status, _) = env
+        .provision(
+            &user,
+            Method::POST,
+            &format!("/login/cancel/{process}"),
+            None,
+        )
+        .await;
+    assert_eq!(status, 200);
+    let path = step_path(&step, "user_input");
+    let (status, error) = env
+        .provision(
+            &user,
+            Method::POST,
+            &path,
+            Some(json!({ "username": "alice", "password": "pw" })),
+        )
+        .await;
+    // The cancelled process is gone; nothing was logged in.
+    assert!(status == 404 || status == 410, "{status} {error}");
+    let (_, logins) = env.provision(&user, Method::GET, "/logins", None).await;
+    assert_eq!(logins["login_ids"], json!([]));
+
+    // A step of the wrong type is refused with the current type.
+    let (_, step) = env
+        .provision(&user, Method::POST, "/login/start/echo:password", None)
+        .await;
+    let path = step_path(&step, "display_and_wait");
+    let (status, error) = env.provision(&user, Method::POST, &path, None).await;
+    assert_eq!(status, 400);
+    assert!(
+        error["error"].as_str().unwrap().contains("user_input"),
+        "{error}"
+    );
+
+    // In the management room, `cancel` ends a login in progress.
+    let room = user.create_dm(&env.bot()).await;
+    user.wait_for_text(&room, "management room").await;
+    user.send_text(&room, "login echo:password").await;
+    user.wait_for_text(&room, "send your user name").await;
+    user.send_text(&room, "cancel").await;
+    user.wait_for_text(&room, "Login cancelled.").await;
+    user.send_text(&room, "alice").await;
+    user.wait_for_text(&room, "Unknown command `alice`").await;
 }

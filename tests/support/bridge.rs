@@ -17,6 +17,18 @@ use crate::synapse::{DOMAIN, Synapse, free_port};
 /// The provisioning shared secret of test bridges.
 pub const PROVISIONING_SECRET: &str = "test-provisioning-secret-0123456789";
 
+/// The provisioning path that answers `step` (a bridgev2 step response)
+/// with a step of type `kind`.
+pub fn step_path(step: &Value, kind: &str) -> String {
+    let process = step["login_id"]
+        .as_str()
+        .expect("a step response has login_id");
+    let step_id = step["step_id"]
+        .as_str()
+        .expect("a step response has step_id");
+    format!("/login/step/{process}/{step_id}/{kind}")
+}
+
 /// A running bridge.
 pub struct BridgeEnv {
     /// The homeserver.
@@ -165,9 +177,7 @@ poll-interval-ms = 100
             )
             .await;
         assert_eq!(status, 200, "{step}");
-        let process = step["login_id"].as_str().unwrap().to_owned();
-        let step_id = step["step_id"].as_str().unwrap().to_owned();
-        let path = format!("/login/step/{process}/{step_id}/user_input");
+        let path = step_path(&step, "user_input");
         let (status, done) = self
             .provision(
                 user,

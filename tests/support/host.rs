@@ -27,6 +27,7 @@ pub const OWNER: &str = "@owner:test";
 /// Builds a [`TestHost`].
 pub struct TestHostBuilder {
     plugins: Vec<String>,
+    runtime: String,
     grants: std::collections::BTreeMap<String, String>,
     extra_config: String,
     watch: bool,
@@ -51,6 +52,7 @@ impl TestHost {
         grants.insert("probe".to_owned(), DEFAULT_PROBE_GRANT.to_owned());
         TestHostBuilder {
             plugins: Vec::new(),
+            runtime: String::new(),
             grants,
             extra_config: String::new(),
             watch: false,
@@ -113,6 +115,13 @@ impl TestHostBuilder {
         self
     }
 
+    /// Adds a line to the config's `[runtime]` table.
+    pub fn runtime(mut self, line: &str) -> Self {
+        self.runtime.push_str(line);
+        self.runtime.push('\n');
+        self
+    }
+
     /// Appends TOML to the config (settings, limits, other sections).
     pub fn config(mut self, toml: &str) -> Self {
         self.extra_config.push_str(toml);
@@ -163,6 +172,8 @@ restart-backoff-ms = 20
 max-restart-backoff-ms = 200
 max-restarts = 3
 compile-cache-dir = "{cache}"
+{runtime}
+
 
 [admin]
 listen = "127.0.0.1:0"
@@ -176,6 +187,7 @@ token = "{ADMIN_TOKEN}"
             watch = self.watch,
             cache = cache.display(),
             grants = grants,
+            runtime = self.runtime,
             extra = self.extra_config,
         );
         let config = Config::from_toml(&text, dir.path()).expect("test config is valid");

@@ -13,6 +13,16 @@ pub async fn fixture_server() -> SocketAddr {
         .route("/ok", get(|| async { "hello from the test server" }))
         .route("/big", get(|| async { vec![b'x'; 2 << 20] }))
         .route(
+            "/redirect",
+            get(|| async {
+                (
+                    axum::http::StatusCode::FOUND,
+                    [("location", "/ok")],
+                    "moved",
+                )
+            }),
+        )
+        .route(
             "/slow",
             get(|| async {
                 tokio::time::sleep(std::time::Duration::from_secs(30)).await;
