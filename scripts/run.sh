@@ -124,8 +124,15 @@ curl -fs "http://127.0.0.1:$HS_PORT/_matrix/client/versions" >/dev/null || {
 
 step "starting the echo service on 127.0.0.1:$ECHO_PORT"
 "$ECHO_SERVICE" --listen "127.0.0.1:$ECHO_PORT" --user alice:alice-password:Alice \
-  --user bob:bob-password:Bob --clock-secs 60 > "$DEV/echo-service.log" 2>&1 &
+  --user bob:bob-password:Bob --clock-secs 60 --state-file "$DEV/echo-service.json" \
+  > "$DEV/echo-service.log" 2>&1 &
 PIDS+=($!)
+for _ in $(seq 1 100); do
+  curl -s -o /dev/null "http://127.0.0.1:$ECHO_PORT/api/chats" && break
+  sleep 0.1
+done
+curl -s -o /dev/null "http://127.0.0.1:$ECHO_PORT/api/chats" || {
+  echo "the echo service did not start; see .dev/echo-service.log" >&2; exit 1; }
 
 cat <<EOF
 

@@ -26,12 +26,24 @@ use serde_json::json;
 /// The echo bot's user id.
 pub const ECHO_BOT: &str = "echo";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 struct User {
     id: String,
     display_name: String,
-    #[serde(skip)]
+    // Never in API answers; the state file keeps it beside the user.
+    #[serde(skip_serializing, default)]
     password: String,
+}
+
+/// What `--state-file` keeps: everything but pending device codes.
+#[derive(Serialize, Deserialize)]
+struct Snapshot {
+    users: Vec<(User, String)>,
+    tokens: BTreeMap<String, String>,
+    chats: BTreeMap<String, Chat>,
+    messages: Vec<StoredMessage>,
+    next_seq: u64,
+    next_chat: u64,
 }
 
 /// A chat.
@@ -48,7 +60,7 @@ pub struct Chat {
 }
 
 /// A message as stored.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredMessage {
     /// Its id, `m<seq>`.
     pub id: String,
@@ -148,6 +160,19 @@ impl EchoService {
     /// chat's id.
     pub fn add_user(&self, id: &str, password: &str, display_name: &str) -> String {
         let mut state = self.state.lock().unwrap();
+        // Seeding an existing user (a restart with a state file) only
+        // updates it.
+        if let Some(chat) = state
+            .chats
+            .values()
+            .find(|c| c.kind == "direct" && c.members == [id.to_owned(), ECHO_BOT.to_owned()])
+            .map(|c| c.id.clone())
+            && let Some(user) = state.users.get_mut(id)
+        {
+            user.password = password.into();
+            user.display_name = display_name.into();
+            return chat;
+        }
         state.users.insert(
             id.into(),
             User {
@@ -166,6 +191,69 @@ impl EchoService {
             None,
         );
         chat
+    }
+
+    /// The id of the chat named `name`, if there is one.
+    pub fn chat_named(&self, name: &str) -> Option<String> {
+        self.state
+            .lock()
+            .unwrap()
+            .chats
+            .values()
+            .find(|c| c.name.as_deref() == Some(name))
+            .map(|c| c.id.clone())
+    }
+
+    /// Loads `path` if it exists, then saves the state there whenever it
+    /// changes (checked every second), so a restart keeps users, chats,
+    /// messages and tokens.
+    pub fn persist_to(&self, path: std::path::PathBuf) -> std::io::Result<()> {
+        if path.exists() {
+            let snapshot: Snapshot = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+            let mut state = self.state.lock().unwrap();
+            for (mut user, password) in snapshot.users {
+                user.password = password;
+                state.users.insert(user.id.clone(), user);
+            }
+            state.tokens = snapshot.tokens;
+            state.chats = snapshot.chats;
+            state.messages = snapshot.messages;
+            state.next_seq = snapshot.next_seq;
+            state.next_chat = snapshot.next_chat;
+        }
+        let service = self.clone();
+        tokio::spawn(async move {
+            let mut last = String::new();
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                let text = {
+                    let state = service.state.lock().unwrap();
+                    let snapshot = Snapshot {
+                        users: state
+                            .users
+                            .values()
+                            .map(|u| (u.clone(), u.password.clone()))
+                            .collect(),
+                        tokens: state.tokens.clone(),
+                        chats: state.chats.clone(),
+                        messages: state.messages.clone(),
+                        next_seq: state.next_seq,
+                        next_chat: state.next_chat,
+                    };
+                    serde_json::to_string(&snapshot).expect("the state serializes")
+                };
+                if text != last {
+                    let tmp = path.with_extension("tmp");
+                    if std::fs::write(&tmp, &text)
+                        .and_then(|()| std::fs::rename(&tmp, &path))
+                        .is_ok()
+                    {
+                        last = text;
+                    }
+                }
+            }
+        });
+        Ok(())
     }
 
     /// Creates a chat; returns its id.

@@ -13,6 +13,10 @@ struct Args {
     /// Users to create, as `name:password[:Display Name]`.
     #[arg(long = "user")]
     users: Vec<String>,
+    /// Keep the state in this file, so a restart keeps users, chats,
+    /// messages and tokens.
+    #[arg(long)]
+    state_file: Option<std::path::PathBuf>,
     /// Post the time every this many seconds in a "Clock" chat that every
     /// user is in, so a demo shows messages arriving on their own (0: off).
     #[arg(long, default_value_t = 0)]
@@ -26,6 +30,9 @@ async fn main() -> anyhow::Result<()> {
         .init();
     let args = Args::parse();
     let service = echo_service::EchoService::new();
+    if let Some(path) = args.state_file.clone() {
+        service.persist_to(path)?;
+    }
     for user in &args.users {
         let mut parts = user.splitn(3, ':');
         let (Some(name), Some(password)) = (parts.next(), parts.next()) else {
@@ -41,7 +48,10 @@ async fn main() -> anyhow::Result<()> {
         let mut members: Vec<&str> = vec!["clock"];
         members.extend(args.users.iter().filter_map(|u| u.split(':').next()));
         service.add_user("clock", &format!("{:x}", rand::random::<u128>()), "Clock");
-        let chat = service.add_chat(Some("Clock"), "group", &members);
+        let chat = match service.chat_named("Clock") {
+            Some(chat) => chat,
+            None => service.add_chat(Some("Clock"), "group", &members),
+        };
         let service = service.clone();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(args.clock_secs));
