@@ -76,3 +76,19 @@ async fn cookies_set_for_one_login_are_not_sent_for_another() {
     let answer = ask(&bob, &format!("http GET http://{server}/echo-cookie")).await;
     assert!(answer.contains("no-cookie"), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn compare_and_swap_swaps_only_on_the_expected_value() {
+    let test = TestHost::builder().plugin("probe").start().await;
+    let login = test.login("probe", "cas").await;
+    // Create only if absent.
+    assert_eq!(ask(&login, "kv-cas lock - mine").await, "true");
+    assert_eq!(ask(&login, "kv-cas lock - theirs").await, "false");
+    // Replace only from the expected value.
+    assert_eq!(ask(&login, "kv-cas lock theirs x").await, "false");
+    assert_eq!(ask(&login, "kv-cas lock mine next").await, "true");
+    assert_eq!(ask(&login, "kv-get lock").await, "next");
+    // Delete by swapping to absent.
+    assert_eq!(ask(&login, "kv-cas lock next -").await, "true");
+    assert_eq!(ask(&login, "kv-get lock").await, "<none>");
+}

@@ -6,6 +6,7 @@ mod bridge;
 mod hot_load;
 mod isolation;
 mod limits;
+mod logging;
 mod login_processes;
 mod outbound_http;
 mod providers;

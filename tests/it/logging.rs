@@ -1,0 +1,78 @@
+//! Plugin logs land in the host's `tracing` output, tagged with the plugin,
+//! its version and the login; tokens never do.
+
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+use weft_tests::host::{TestHost, ask, send};
+
+/// Collects formatted log output.
+#[derive(Clone, Default)]
+struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Captured {
+    fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap()).into_owned()
+    }
+}
+
+// A current-thread runtime: the host's tasks run on this thread, where the
+// capturing subscriber is the default.
+#[tokio::test]
+async fn plugin_logs_carry_plugin_version_and_login_and_never_the_token() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("debug")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let test = TestHost::builder().plugin("probe").start().await;
+    let secret = "tok_do-not-log-me-123";
+    let login = test
+        .login_with("probe", "alice", serde_json::json!({ "token": secret }))
+        .await;
+    assert_eq!(ask(&login, "log hello from the plugin").await, "logged");
+    assert_eq!(
+        ask(&login, "metadata").await,
+        format!("{{\"token\":\"{secret}\"}}")
+    );
+    let _ = send(&login, "trap").await;
+    login
+        .wait_for(std::time::Duration::from_secs(10), |s| {
+            s.instances_started == 2
+        })
+        .await;
+
+    let text = captured.text();
+    let line = text
+        .lines()
+        .find(|l| l.contains("hello from the plugin"))
+        .expect("the plugin's record");
+    // The record is tagged with the plugin, its version and the login, and
+    // keeps the plugin's own fields.
+    assert!(line.contains("plugin=\"probe\""), "{line}");
+    assert!(line.contains("version=0.1.0"), "{line}");
+    assert!(line.contains("login=\"probe:alice\""), "{line}");
+    assert!(line.contains("detail=\"structured\""), "{line}");
+    // A panic's message reaches the log with the trap.
+    assert!(
+        text.contains("the probe was told to trap"),
+        "no panic message logged"
+    );
+    // The login's token was handled (stored, read back) but never logged.
+    assert!(!text.contains(secret), "the token leaked into the logs");
+}
