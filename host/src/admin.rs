@@ -52,6 +52,7 @@ pub fn router(state: AdminState) -> Router {
             "/_weft/admin/v1/logins/{key}",
             get(get_login).delete(delete_login),
         )
+        .route("/_weft/admin/v1/logins/{key}/restart", post(restart_login))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(1 << 20))
         .with_state(state)
@@ -270,6 +271,31 @@ async fn create_login(
         status,
         Json(LoginView::new(record, handle.map(|h| h.status()))),
     ))
+}
+
+/// # `POST /_weft/admin/v1/logins/{key}/restart`
+///
+/// Starts a fresh instance of the login and resumes its timers: how an
+/// operator brings back a login stopped in a crash loop once the cause is
+/// fixed.
+async fn restart_login(
+    State(state): State<AdminState>,
+    Path(key): Path<String>,
+) -> ApiResult<Json<LoginView>> {
+    let key = parse_key(&key)?;
+    let record = state
+        .registry
+        .services()
+        .logins
+        .get(&key)?
+        .ok_or_else(|| ApiError::not_found(format!("no login {key}")))?;
+    let handle = state.registry.login(&key).await.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "login {key} is not running (is its plugin loaded?)"
+        ))
+    })?;
+    handle.resume();
+    Ok(Json(LoginView::new(record, Some(handle.status()))))
 }
 
 #[derive(Deserialize)]

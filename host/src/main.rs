@@ -104,6 +104,12 @@ enum LoginCommand {
         #[arg(long, default_value = "{}")]
         metadata: String,
     },
+    /// Start a fresh instance of a login and resume its timers (e.g. after
+    /// a crash loop).
+    Restart {
+        /// The login (`plugin:login-id`).
+        key: String,
+    },
     /// Delete a login (`plugin:login-id`).
     Delete {
         /// The login.
@@ -114,7 +120,18 @@ enum LoginCommand {
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    // Operators get the error and its causes, not a backtrace.
+    match run_cli() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_cli() -> Result<()> {
     let cli = Cli::parse();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -332,6 +349,18 @@ async fn login_command(config: &Path, command: LoginCommand) -> Result<()> {
             let body = serde_json::json!({ "plugin": plugin, "id": id, "owner": owner, "metadata": metadata });
             client
                 .call(reqwest::Method::POST, "/logins", Some(body))
+                .await?
+        }
+        LoginCommand::Restart { key } => {
+            let key =
+                percent_encoding::utf8_percent_encode(&key, percent_encoding::NON_ALPHANUMERIC)
+                    .to_string();
+            client
+                .call(
+                    reqwest::Method::POST,
+                    &format!("/logins/{key}/restart"),
+                    None,
+                )
                 .await?
         }
         LoginCommand::Delete { key, logout } => {

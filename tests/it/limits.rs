@@ -154,3 +154,40 @@ async fn a_kv_namespace_stops_growing_at_its_quota_and_deleting_frees_room() {
     let other = test.login("probe", "other").await;
     assert_eq!(ask(&other, "kv-fill f 2 400000").await, "ok");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_restarts_a_login_stopped_in_a_crash_loop_once_the_cause_is_fixed() {
+    let test = TestHost::builder().plugin("probe").start().await;
+    let login = test.login("probe", "fragile").await;
+    // Every 0.1.0 instance traps in `start` from now on.
+    ask(&login, "kv-set trap-on-start-version 0.1.0").await;
+    let _ = send(&login, "trap").await;
+    login
+        .wait_for(Duration::from_secs(20), |s| s.phase == Phase::Failed)
+        .await
+        .expect("crash loop");
+
+    // The cause is fixed (here: the state that made it trap), then the
+    // operator restarts the login through the admin API.
+    let registry = test.host.registry();
+    let prefix = weft_host::runtime::state::login_kv_prefix(&login.key)
+        .push("probe")
+        .push_raw("trap-on-start-version");
+    registry.services().kv.remove(prefix.as_bytes()).unwrap();
+    let url = format!(
+        "http://{}/_weft/admin/v1/logins/probe:fragile/restart",
+        test.host.admin_addr().unwrap()
+    );
+    let response = reqwest::Client::new()
+        .post(url)
+        .bearer_auth(weft_tests::host::ADMIN_TOKEN)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    login
+        .wait_for(Duration::from_secs(10), |s| s.phase == Phase::Running)
+        .await
+        .expect("running again");
+    assert_eq!(ask(&login, "version").await, "0.1.0");
+}

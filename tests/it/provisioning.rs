@@ -320,3 +320,45 @@ async fn a_cancelled_or_unknown_login_process_answers_with_bridgev2_errors() {
     user.send_text(&room, "alice").await;
     user.wait_for_text(&room, "Unknown command `alice`").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relogin_into_another_remote_account_replaces_the_old_login() {
+    let env = BridgeEnv::start().await;
+    let user = env.user("user").await;
+    let alice = env.login(&user, "alice").await;
+    env.portal_room(&alice, "c1").await;
+    // "Log in again" for echo:alice, but as bob.
+    let (status, step) = env
+        .provision(
+            &user,
+            Method::POST,
+            "/login/start/echo:password?login_id=echo:alice",
+            None,
+        )
+        .await;
+    assert_eq!(status, 200, "{step}");
+    let path = step_path(&step, "user_input");
+    let (_, done) = env
+        .provision(
+            &user,
+            Method::POST,
+            &path,
+            Some(json!({ "username": "bob", "password": "pw" })),
+        )
+        .await;
+    assert_eq!(done["complete"]["user_login_id"], "echo:bob");
+    // bridgev2's LOGIN_OVERRIDDEN: the old login is gone, the new one is there.
+    let (_, logins) = env.provision(&user, Method::GET, "/logins", None).await;
+    assert_eq!(logins["login_ids"], json!(["echo:bob"]));
+    // Someone else's login cannot be named for a relogin.
+    let other = env.user("other").await;
+    let (status, _) = env
+        .provision(
+            &other,
+            Method::POST,
+            "/login/start/echo:password?login_id=echo:bob",
+            None,
+        )
+        .await;
+    assert_eq!(status, 404);
+}

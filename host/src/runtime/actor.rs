@@ -508,7 +508,7 @@ impl Actor {
         let config = self.services.runtime.config();
         if self.strikes > config.max_restarts {
             let message = format!(
-                "stopped after {} failures in a row; the last: {error}. Upgrade the plugin or restart the login.",
+                "stopped after {} failures in a row; the last: {error}. Upgrade the plugin, or restart the login (`weft login restart`) once the cause is fixed.",
                 self.strikes
             );
             tracing::error!(login = %self.key, %message, "login in a crash loop");

@@ -207,7 +207,8 @@ fn finish<T>(
                 )))
             } else if let Some(panic) = &store.data().ctx.last_panic {
                 tracing::debug!(error = format!("{error:#}"), "guest panic");
-                Err(CallError::Trap(format!("panicked at {panic}")))
+                // The hook's message starts "panicked at <file:line>".
+                Err(CallError::Trap(panic.clone()))
             } else {
                 Err(CallError::Trap(format!("{error:#}")))
             }

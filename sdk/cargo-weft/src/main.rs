@@ -59,7 +59,17 @@ struct PluginPackage {
     target: Target,
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     // `cargo weft build` runs us as `cargo-weft weft build`.
     let mut args: Vec<String> = std::env::args().collect();
     if args.get(1).map(String::as_str) == Some("weft") {
