@@ -47,6 +47,11 @@ enum Command {
         /// Path to the workspace's `Cargo.toml` (default: found from the current directory).
         #[arg(long)]
         manifest_path: Option<PathBuf>,
+        /// The target of plugins that do not name one (default:
+        /// wasm32-unknown-unknown if a toolchain builds it, else
+        /// wasm32-wasip2).
+        #[arg(long)]
+        target: Option<Target>,
     },
     /// Show which toolchain builds each wasm target, or how to get one.
     Toolchain,
@@ -81,7 +86,14 @@ fn run() -> Result<()> {
             out_dir,
             toolchain,
             manifest_path,
-        } => build(&packages, out_dir, toolchain, manifest_path),
+            target,
+        } => {
+            let default_target = match target {
+                Some(target) => target,
+                None => default_target(toolchain),
+            };
+            build(&packages, out_dir, toolchain, manifest_path, default_target)
+        }
         Command::Toolchain => {
             for target in [Target::UnknownUnknown, Target::WasiP1, Target::WasiP2] {
                 match Toolchain::detect(target, ToolchainChoice::Auto) {
@@ -94,11 +106,25 @@ fn run() -> Result<()> {
     }
 }
 
+/// The target for plugins that name none: `wasm32-unknown-unknown` (no
+/// WASI, smallest) when a toolchain builds it, else `wasm32-wasip2`, the
+/// target a developer may have added with rustup instead.
+fn default_target(choice: ToolchainChoice) -> Target {
+    if Toolchain::detect(Target::UnknownUnknown, choice).is_err()
+        && Toolchain::detect(Target::WasiP2, choice).is_ok()
+    {
+        Target::WasiP2
+    } else {
+        Target::UnknownUnknown
+    }
+}
+
 fn build(
     selected: &[String],
     out_dir: Option<PathBuf>,
     choice: ToolchainChoice,
     manifest_path: Option<PathBuf>,
+    default_target: Target,
 ) -> Result<()> {
     let mut command = MetadataCommand::new();
     command.no_deps();
@@ -129,7 +155,7 @@ fn build(
             .parent()
             .context("package manifest has no directory")?;
         let target = match weft.get("target").and_then(|t| t.as_str()) {
-            None => Target::UnknownUnknown,
+            None => default_target,
             Some(name) => name
                 .parse()
                 .with_context(|| format!("package `{}`", package.name))?,
