@@ -256,3 +256,53 @@ async fn an_oversized_or_malformed_transaction_is_refused_with_a_clear_error() {
     let error: serde_json::Value = response.json().await.unwrap();
     assert_eq!(error["errcode"], "M_NOT_JSON");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_homeserver_can_ping_the_appservice_and_query_its_users() {
+    let env = BridgeEnv::start().await;
+    let registration = weft_host::matrix::registration::read(&env.registration()).unwrap();
+    let client = reqwest::Client::new();
+    // Synapse's appservice ping calls our /_matrix/app/v1/ping with the
+    // hs_token and answers only if that succeeded.
+    let ping = client
+        .post(format!(
+            "{}/_matrix/client/v1/appservice/weft/ping",
+            env.synapse.url
+        ))
+        .bearer_auth(&registration.as_token)
+        .json(&serde_json::json!({ "transaction_id": "ping-1" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ping.status(), 200, "{}", ping.text().await.unwrap());
+
+    let query = |path: String| {
+        client
+            .get(format!("{}{path}", env.appservice_url()))
+            .bearer_auth(&registration.hs_token)
+            .send()
+    };
+    // A ghost of a loaded connector exists (and is registered on demand);
+    // a user outside the bridge's namespaces does not; nor do aliases.
+    assert_eq!(
+        query("/_matrix/app/v1/users/@echo_zed:localhost".into())
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    assert_eq!(
+        query("/_matrix/app/v1/users/@zed:localhost".into())
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+    assert_eq!(
+        query("/_matrix/app/v1/rooms/%23anything:localhost".into())
+            .await
+            .unwrap()
+            .status(),
+        404
+    );
+}
