@@ -101,6 +101,10 @@ pub struct Bridge {
     announced: Mutex<BTreeMap<LoginKey, StateEvent>>,
     /// Management-room conversations (a login in progress), by room.
     conversations: tokio::sync::Mutex<BTreeMap<String, commands::Conversation>>,
+    /// Serializes resyncs of connectors whose group portals are shared
+    /// between logins, so two logins' workers cannot create one portal
+    /// twice. (Split portals belong to one login's worker, which is serial.)
+    shared_portals: tokio::sync::Mutex<()>,
 }
 
 impl Bridge {
@@ -126,6 +130,7 @@ impl Bridge {
             workers: Mutex::new(BTreeMap::new()),
             announced: Mutex::new(BTreeMap::new()),
             conversations: tokio::sync::Mutex::new(BTreeMap::new()),
+            shared_portals: tokio::sync::Mutex::new(()),
         })
     }
 

@@ -72,6 +72,10 @@ pub fn router(bridge: Arc<Bridge>) -> Router {
         .route("/_matrix/provision/v3/logins", get(list_logins))
         .route("/_matrix/provision/v3/logout/{login_id}", post(logout))
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
+        // Login steps carry a few fields, or a browser's token cache for
+        // cookie steps; a megabyte is ample. (Inner limits win over the
+        // appservice server's larger one.)
+        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
         .with_state(state)
 }
 

@@ -159,6 +159,19 @@ async fn provisioning_requires_a_valid_token_and_the_shared_secret_acts_for_a_us
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
+    // Login steps take at most a megabyte.
+    let response = client
+        .post(format!(
+            "{}/_matrix/provision/v3/login/step/lp_x/step/user_input",
+            env.appservice_url()
+        ))
+        .bearer_auth(&user.token)
+        .header("content-type", "application/json")
+        .body(format!("{{\"token\":\"{}\"}}", "x".repeat(2 << 20)))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 413);
     // A user of another server is not permitted by default.
     let response = client
         .get(format!("{url}?user_id=@mallory:evil.example"))

@@ -112,6 +112,10 @@ impl Bridge {
         ctx: &LoginContext,
         chat: &ChatResync,
     ) -> Result<Option<PortalRecord>, BridgeError> {
+        let _shared = match ctx.plugin.manifest.split_portals() {
+            true => None,
+            false => Some(self.shared_portals.lock().await),
+        };
         let direct = chat.kind == ChatKind::Direct;
         let mut ghosts = Vec::new();
         for member in chat.members.iter().filter(|m| !m.is_me) {
