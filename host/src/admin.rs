@@ -202,18 +202,20 @@ fn parse_key(key: &str) -> ApiResult<LoginKey> {
     })
 }
 
+/// The login named in a path, or 404.
+fn login_record(state: &AdminState, key: &str) -> ApiResult<(LoginKey, LoginRecord)> {
+    let key = parse_key(key)?;
+    let record = state.registry.services().logins.get(&key)?;
+    let record = record.ok_or_else(|| ApiError::not_found(format!("no login {key}")))?;
+    Ok((key, record))
+}
+
 /// # `GET /_weft/admin/v1/logins/{key}`
 async fn get_login(
     State(state): State<AdminState>,
     Path(key): Path<String>,
 ) -> ApiResult<Json<LoginView>> {
-    let key = parse_key(&key)?;
-    let record = state
-        .registry
-        .services()
-        .logins
-        .get(&key)?
-        .ok_or_else(|| ApiError::not_found(format!("no login {key}")))?;
+    let (key, record) = login_record(&state, &key)?;
     let status = state.registry.login(&key).await.map(|h| h.status());
     Ok(Json(LoginView::new(record, status)))
 }
@@ -282,13 +284,7 @@ async fn restart_login(
     State(state): State<AdminState>,
     Path(key): Path<String>,
 ) -> ApiResult<Json<LoginView>> {
-    let key = parse_key(&key)?;
-    let record = state
-        .registry
-        .services()
-        .logins
-        .get(&key)?
-        .ok_or_else(|| ApiError::not_found(format!("no login {key}")))?;
+    let (key, record) = login_record(&state, &key)?;
     let handle = state.registry.login(&key).await.ok_or_else(|| {
         ApiError::not_found(format!(
             "login {key} is not running (is its plugin loaded?)"

@@ -32,7 +32,6 @@ use crate::logins::{LoginKey, LoginRecord, StateEvent};
 use crate::matrix::{HomeserverClient, HsError, Namespaces};
 use crate::outbox::{EventSink, Outbox};
 use crate::registry::Registry;
-use crate::runtime::manifest::World;
 use crate::runtime::plugin::LoadedPlugin;
 use crate::storage::StorageError;
 use store::{BridgeStore, GhostRecord};
@@ -139,20 +138,14 @@ impl Bridge {
         self.namespaces.bot()
     }
 
-    /// The ghost prefixes of every loaded connector.
-    pub fn ghost_prefixes(&self) -> Vec<String> {
-        self.registry
-            .plugin_ids()
-            .into_iter()
-            .filter_map(|id| self.registry.plugin(&id))
-            .filter(|p| p.manifest.world == World::Connector)
-            .map(|p| p.manifest.ghost_prefix())
-            .collect()
-    }
-
     /// Whether `user` is the bot or one of the bridge's ghosts.
     pub fn is_ours(&self, user: &UserId) -> bool {
-        let prefixes = self.ghost_prefixes();
+        let prefixes: Vec<String> = self
+            .registry
+            .connectors()
+            .iter()
+            .map(|p| p.manifest.ghost_prefix())
+            .collect();
         self.namespaces
             .is_ours(user, prefixes.iter().map(String::as_str))
     }

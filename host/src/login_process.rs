@@ -429,13 +429,7 @@ impl LoginProcesses {
     /// Every flow of every loaded connector.
     pub fn flows(&self) -> Vec<FlowView> {
         let mut flows = Vec::new();
-        for info in self.registry.plugin_ids() {
-            let Some(plugin) = self.registry.plugin(&info) else {
-                continue;
-            };
-            if plugin.manifest.world != World::Connector {
-                continue;
-            }
+        for plugin in self.registry.connectors() {
             let network = plugin.manifest.network_name();
             for flow in &plugin.manifest.login_flows {
                 flows.push(FlowView {
@@ -604,8 +598,7 @@ impl LoginProcesses {
                 got: step_id.to_owned(),
             });
         }
-        let progress = self.advance(&mut process, id, step_id, input).await;
-        self.settle(id, &mut process, progress).await
+        self.advance(id, &mut process, step_id, input).await
     }
 
     /// Long-polls a `display_and_wait` step until it changes, or 25 s.
@@ -631,9 +624,8 @@ impl LoginProcesses {
                     });
                 }
                 let progress = self
-                    .advance(&mut process, id, step_id, StepInput::Wait)
-                    .await;
-                let progress = self.settle(id, &mut process, progress).await?;
+                    .advance(id, &mut process, step_id, StepInput::Wait)
+                    .await?;
                 if progress.step().step_id != step_id || matches!(progress, Progress::Completed(_))
                 {
                     return Ok(progress);
@@ -650,20 +642,21 @@ impl LoginProcesses {
         }
     }
 
-    /// Calls the plugin with the input.
+    /// Calls the plugin with the input and applies its answer.
     async fn advance(
         &self,
+        id: &str,
         process: &mut Process,
-        _id: &str,
         step_id: &str,
         input: StepInput,
-    ) -> Result<PluginStep, ProcessError> {
+    ) -> Result<Progress, ProcessError> {
         let world = process.plugin.manifest.world;
         let instance = process
             .instance
             .as_mut()
             .ok_or(ProcessError::AlreadyFinished)?;
-        plugin_submit(instance, world, step_id, input).await
+        let step = plugin_submit(instance, world, step_id, input).await;
+        self.settle(id, process, step).await
     }
 
     /// Applies the plugin's answer: a new step, or a completed login.

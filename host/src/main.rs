@@ -210,13 +210,7 @@ async fn check_plugin(config_path: &Path, path: &Path) -> Result<()> {
     config.runtime.compile_cache = false;
     let runtime = weft_host::runtime::Runtime::new(&config)?;
     let source = weft_host::runtime::plugin::PluginSource::read(path)?;
-    let plugin = weft_host::runtime::plugin::load(
-        &runtime,
-        source,
-        &config.grants(&manifest_id(path)?),
-        &config.http,
-    )
-    .await?;
+    let plugin = weft_host::runtime::plugin::load(&runtime, source, &config).await?;
     println!(
         "{} {} ({}) loads: memory {} MiB, call deadline {} ms, http {:?}",
         plugin.id(),
@@ -232,11 +226,6 @@ async fn check_plugin(config_path: &Path, path: &Path) -> Result<()> {
             .collect::<Vec<_>>(),
     );
     Ok(())
-}
-
-fn manifest_id(path: &Path) -> Result<String> {
-    let source = weft_host::runtime::plugin::PluginSource::read(path)?;
-    Ok(weft_host::runtime::manifest::Manifest::parse(&source.manifest)?.id)
 }
 
 /// A client of the running host's admin API, from the config.

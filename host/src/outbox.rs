@@ -43,20 +43,10 @@ impl Outbox {
         let tree = storage.tree(trees::OUTBOX)?;
         // Entries are (plugin, login, seq); the largest seq is what matters.
         let mut last = 0;
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = tree.scan(b"", after.as_deref(), 1000)?;
-            for (key, _) in &page {
-                if key.len() >= 8 {
-                    let seq = u64::from_be_bytes(key[key.len() - 8..].try_into().expect("8 bytes"));
-                    last = last.max(seq);
-                }
-            }
-            if page.len() < 1000 {
-                break;
-            }
-            after = page.last().map(|(k, _)| k.clone());
-        }
+        tree.for_each(b"", &mut |key, _| {
+            last = last.max(seq_of(key));
+            Ok(())
+        })?;
         Ok(Self {
             tree,
             last_seq: AtomicU64::new(last),
@@ -111,7 +101,7 @@ impl Outbox {
             .scan(prefix.as_bytes(), None, limit)?
             .into_iter()
             .map(|(key, value)| {
-                let seq = u64::from_be_bytes(key[key.len() - 8..].try_into().expect("8 bytes"));
+                let seq = seq_of(&key);
                 let event = serde_json::from_slice(&value).map_err(|e| StorageError::Decode {
                     tree: trees::OUTBOX,
                     message: e.to_string(),
@@ -136,23 +126,25 @@ impl Outbox {
     /// The logins that have events waiting, e.g. after a restart.
     pub fn pending_logins(&self) -> storage::Result<Vec<LoginKey>> {
         let mut logins: Vec<LoginKey> = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = self.tree.scan(b"", after.as_deref(), 1000)?;
-            for (key, _) in &page {
-                let parts = storage::split_components(&key[..key.len().saturating_sub(8)]);
-                if let [plugin, id] = parts.as_slice() {
-                    let login =
-                        LoginKey::new(String::from_utf8_lossy(plugin), String::from_utf8_lossy(id));
-                    if logins.last() != Some(&login) {
-                        logins.push(login);
-                    }
+        self.tree.for_each(b"", &mut |key, _| {
+            let parts = storage::split_components(&key[..key.len().saturating_sub(8)]);
+            if let [plugin, id] = parts.as_slice() {
+                let login =
+                    LoginKey::new(String::from_utf8_lossy(plugin), String::from_utf8_lossy(id));
+                if logins.last() != Some(&login) {
+                    logins.push(login);
                 }
             }
-            if page.len() < 1000 {
-                return Ok(logins);
-            }
-            after = page.last().map(|(k, _)| k.clone());
-        }
+            Ok(())
+        })?;
+        Ok(logins)
     }
+}
+
+/// The sequence number at the end of an outbox key (0 for a key too short
+/// to hold one).
+fn seq_of(key: &[u8]) -> u64 {
+    key.len().checked_sub(8).map_or(0, |start| {
+        u64::from_be_bytes(key[start..].try_into().expect("8 bytes"))
+    })
 }

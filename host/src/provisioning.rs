@@ -247,10 +247,8 @@ async fn whoami_handler(
         .collect();
     let networks: Vec<Value> = bridge
         .registry
-        .plugin_ids()
-        .into_iter()
-        .filter_map(|id| bridge.registry.plugin(&id))
-        .filter(|p| p.manifest.world == crate::runtime::manifest::World::Connector)
+        .connectors()
+        .iter()
         .map(|p| json!({ "id": p.id(), "displayname": p.manifest.network_name(), "version": p.version().to_string() }))
         .collect();
     Ok(Json(json!({

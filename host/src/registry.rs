@@ -211,12 +211,12 @@ impl Registry {
         self.plugins.current(id)
     }
 
-    /// The ids of the loaded plugins.
-    pub fn plugin_ids(&self) -> Vec<String> {
+    /// The current version of every loaded connector.
+    pub fn connectors(&self) -> Vec<Arc<LoadedPlugin>> {
         self.plugins
             .all()
-            .iter()
-            .map(|p| p.id().to_owned())
+            .into_iter()
+            .filter(|p| p.manifest.world == World::Connector)
             .collect()
     }
 
@@ -280,10 +280,7 @@ impl Registry {
                 version: current.version().to_string(),
             });
         }
-        let grants = self.config.grants(&id);
-        let loaded = Arc::new(
-            plugin::load(&self.services.runtime, source, &grants, &self.config.http).await?,
-        );
+        let loaded = Arc::new(plugin::load(&self.services.runtime, source, &self.config).await?);
         match current {
             None => {
                 self.plugins.set(loaded.clone());

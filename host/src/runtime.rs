@@ -13,7 +13,7 @@ pub mod bindings;
 pub mod capabilities;
 pub mod engine;
 pub mod http_client;
-pub(crate) mod imports;
+mod imports;
 pub mod instance;
 pub mod manifest;
 pub mod plugin;

@@ -40,6 +40,9 @@ pub enum StorageError {
 /// `Result` with [`StorageError`].
 pub type Result<T, E = StorageError> = std::result::Result<T, E>;
 
+/// What [`Tree::for_each`] calls with each key and value.
+pub type Visitor<'a> = dyn FnMut(&[u8], &[u8]) -> Result<()> + 'a;
+
 /// A named, ordered map of byte keys to byte values.
 pub trait Tree: Send + Sync + 'static {
     /// The value under `key`.
@@ -68,6 +71,23 @@ pub trait Tree: Send + Sync + 'static {
     fn last_with_prefix(&self, prefix: &[u8]) -> Result<Option<(Vec<u8>, Vec<u8>)>>;
     /// Removes every entry whose key starts with `prefix`; returns how many.
     fn remove_prefix(&self, prefix: &[u8]) -> Result<usize>;
+
+    /// Calls `visit` with every entry under `prefix`, in key order, reading
+    /// the tree a page at a time so a large prefix is never held whole.
+    fn for_each(&self, prefix: &[u8], visit: &mut Visitor<'_>) -> Result<()> {
+        const PAGE: usize = 1000;
+        let mut after: Option<Vec<u8>> = None;
+        loop {
+            let page = self.scan(prefix, after.as_deref(), PAGE)?;
+            for (key, value) in &page {
+                visit(key, value)?;
+            }
+            if page.len() < PAGE {
+                return Ok(());
+            }
+            after = page.last().map(|(key, _)| key.clone());
+        }
+    }
 }
 
 /// A storage backend: a set of trees.
@@ -113,4 +133,6 @@ pub mod trees {
     pub const TRANSACTIONS: &str = "transactions";
     /// Matrix users of the bridge: user id → record (management room).
     pub const USERS: &str = "users";
+    /// Management room id → its user.
+    pub const MANAGEMENT_ROOMS: &str = "management_rooms";
 }

@@ -652,29 +652,45 @@ struct Edit {
     text: String,
 }
 
+impl EchoService {
+    /// Applies `change` to message `message` of `chat` if the token's user
+    /// sent it.
+    fn change_own_message(
+        &self,
+        headers: &HeaderMap,
+        chat: &str,
+        message: &str,
+        change: impl FnOnce(&mut StoredMessage),
+    ) -> Response {
+        let user = match self.user_of(headers) {
+            Ok(u) => u,
+            Err(e) => return e.into_response(),
+        };
+        let mut state = self.state.lock().unwrap();
+        match state
+            .messages
+            .iter_mut()
+            .find(|m| m.id == message && m.chat_id == chat && m.sender == user)
+        {
+            Some(m) => {
+                change(m);
+                Json(json!({})).into_response()
+            }
+            None => error(StatusCode::NOT_FOUND, "no such message of yours"),
+        }
+    }
+}
+
 async fn edit_message(
     State(service): State<EchoService>,
     headers: HeaderMap,
     Path((chat, message)): Path<(String, String)>,
     Json(body): Json<Edit>,
 ) -> Response {
-    let user = match service.user_of(&headers) {
-        Ok(u) => u,
-        Err(e) => return e.into_response(),
-    };
-    let mut state = service.state.lock().unwrap();
-    match state
-        .messages
-        .iter_mut()
-        .find(|m| m.id == message && m.chat_id == chat && m.sender == user)
-    {
-        Some(m) => {
-            m.text = body.text;
-            m.edits += 1;
-            Json(json!({})).into_response()
-        }
-        None => error(StatusCode::NOT_FOUND, "no such message of yours"),
-    }
+    service.change_own_message(&headers, &chat, &message, |m| {
+        m.text = body.text;
+        m.edits += 1;
+    })
 }
 
 async fn delete_message(
@@ -682,22 +698,7 @@ async fn delete_message(
     headers: HeaderMap,
     Path((chat, message)): Path<(String, String)>,
 ) -> Response {
-    let user = match service.user_of(&headers) {
-        Ok(u) => u,
-        Err(e) => return e.into_response(),
-    };
-    let mut state = service.state.lock().unwrap();
-    match state
-        .messages
-        .iter_mut()
-        .find(|m| m.id == message && m.chat_id == chat && m.sender == user)
-    {
-        Some(m) => {
-            m.deleted = true;
-            Json(json!({})).into_response()
-        }
-        None => error(StatusCode::NOT_FOUND, "no such message of yours"),
-    }
+    service.change_own_message(&headers, &chat, &message, |m| m.deleted = true)
 }
 
 #[derive(Deserialize)]

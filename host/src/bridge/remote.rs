@@ -30,7 +30,6 @@ use crate::runtime::bindings::imports::matrix::{
     ChatKind, ChatResync, Delete, Edit, EventSender, Message, Reaction, ReadReceipt, RemoteEvent,
     Typing,
 };
-use crate::runtime::imports::state_event_of;
 
 /// A transaction id derived from what is being sent: if the host dies
 /// after sending and before recording the mapping, the retry reuses the id
@@ -72,7 +71,7 @@ impl Bridge {
             RemoteEvent::Typing(typing) => self.bridge_typing(ctx, typing).await,
             RemoteEvent::ReadReceipt(receipt) => self.bridge_receipt(ctx, receipt).await,
             RemoteEvent::BridgeState(state) => {
-                self.announce_state(ctx, state_event_of(state.state), state.message.as_deref())
+                self.announce_state(ctx, state.state.into(), state.message.as_deref())
                     .await
             }
         }

@@ -108,6 +108,9 @@ pub struct BridgeStore {
     by_remote: Table<MessageRecord>,
     by_event: Table<MessageRecord>,
     users: Table<UserRecord>,
+    /// Management room → its user, so a message is routed without
+    /// scanning every user.
+    management_rooms: Table<String>,
     transactions: Table<u64>,
 }
 
@@ -123,6 +126,7 @@ impl BridgeStore {
             by_remote: Table::open(s, trees::MESSAGE_BY_REMOTE)?,
             by_event: Table::open(s, trees::MESSAGE_BY_EVENT)?,
             users: Table::open(s, trees::USERS)?,
+            management_rooms: Table::open(s, trees::MANAGEMENT_ROOMS)?,
             transactions: Table::open(s, trees::TRANSACTIONS)?,
         })
     }
@@ -247,20 +251,23 @@ impl BridgeStore {
             .unwrap_or_default())
     }
 
-    /// Stores what the bridge knows of `user_id`.
+    /// Stores what the bridge knows of `user_id`, keeping the management
+    /// room index in step.
     pub fn put_user(&self, user_id: &str, record: &UserRecord) -> storage::Result<()> {
+        let old = self.user(user_id)?.management_room;
+        if let Some(old) = old.filter(|old| Some(old) != record.management_room.as_ref()) {
+            self.management_rooms.remove(&KeyBuf::new().push(old))?;
+        }
+        if let Some(room) = &record.management_room {
+            self.management_rooms
+                .put(&KeyBuf::new().push(room), &user_id.to_owned())?;
+        }
         self.users.put(&KeyBuf::new().push(user_id), record)
     }
 
     /// The user whose management room is `room_id`, if any.
     pub fn management_room_owner(&self, room_id: &str) -> storage::Result<Option<String>> {
-        Ok(self
-            .users
-            .scan(&KeyBuf::new())?
-            .into_iter()
-            .find(|(_, r)| r.management_room.as_deref() == Some(room_id))
-            .and_then(|(key, _)| storage::split_components(&key).into_iter().next())
-            .map(|user| String::from_utf8_lossy(&user).into_owned()))
+        self.management_rooms.get(&KeyBuf::new().push(room_id))
     }
 
     /// Whether transaction `txn_id` was handled already.

@@ -31,7 +31,7 @@ use super::instance::{CallError, Instance};
 use super::plugin::LoadedPlugin;
 use super::state::{InstanceContext, InstanceRole, Services};
 use super::timers::{Timer, TimerTable};
-use crate::logins::{BridgeState, LoginKey, StateEvent, now_ms};
+use crate::logins::{LoginKey, StateEvent, now_ms};
 use crate::storage::{Table, trees};
 
 /// Where a login's actor is.
@@ -530,18 +530,13 @@ impl Actor {
     /// Records a state the host decided on (not the plugin) and queues the
     /// notice.
     fn report_state(&self, kind: BridgeStateKind, code: &str, message: &str) {
-        let state_event = super::imports::state_event_of(kind);
-        let record = BridgeState::now(state_event, Some(code.to_owned()), Some(message.to_owned()));
-        if let Err(error) = self.services.logins.set_state(&self.key, record) {
-            tracing::error!(login = %self.key, %error, "failed to record the bridge state");
-        }
         let event = RemoteEvent::BridgeState(WitBridgeState {
             state: kind,
             error_code: Some(code.to_owned()),
             message: Some(message.to_owned()),
         });
-        if let Err(error) = self.services.outbox.append(&self.key, &event) {
-            tracing::error!(login = %self.key, %error, "failed to queue the bridge state");
+        if let Err(error) = self.services.queue_event(&self.key, &event) {
+            tracing::error!(login = %self.key, %error, "failed to record the bridge state");
         }
     }
 

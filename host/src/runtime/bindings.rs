@@ -58,3 +58,17 @@ pub mod credential_provider {
 }
 
 pub use connector::weft::plugin as imports;
+
+impl From<imports::matrix::BridgeStateKind> for crate::logins::StateEvent {
+    fn from(kind: imports::matrix::BridgeStateKind) -> Self {
+        use imports::matrix::BridgeStateKind as Kind;
+        match kind {
+            Kind::Connecting => Self::Connecting,
+            Kind::Connected => Self::Connected,
+            Kind::TransientDisconnect => Self::TransientDisconnect,
+            Kind::BadCredentials => Self::BadCredentials,
+            Kind::UnknownError => Self::UnknownError,
+            Kind::LoggedOut => Self::LoggedOut,
+        }
+    }
+}

@@ -16,6 +16,4 @@ mod tokens;
 use super::bindings::imports::types;
 use super::state::PluginState;
 
-pub(crate) use matrix::state_event as state_event_of;
-
 impl types::Host for PluginState {}

@@ -6,7 +6,6 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 
 use serde_json::Value as JsonValue;
 use sha2::{Digest, Sha256};
@@ -17,7 +16,7 @@ use super::bindings::{connector, credential_provider, login_provider};
 use super::capabilities::{self, Capabilities, GrantError};
 use super::manifest::{MANIFEST_SECTION, Manifest, ManifestError, World};
 use super::state::PluginState;
-use crate::config::{HttpConfig, PluginGrants};
+use crate::config::Config;
 
 /// Why a plugin did not load. Each message says what to fix.
 #[derive(Debug, thiserror::Error)]
@@ -170,15 +169,22 @@ pub fn embedded_manifest(bytes: &[u8]) -> Option<String> {
 }
 
 /// Checks, compiles and links a plugin.
+/// The operator's grants come from `config`, for the id the manifest names.
 pub async fn load(
     runtime: &Runtime,
     source: PluginSource,
-    grants: &PluginGrants,
-    http: &HttpConfig,
+    config: &Config,
 ) -> Result<LoadedPlugin, LoadError> {
     let manifest = Manifest::parse(&source.manifest)?;
+    let grants = config.grants(&manifest.id);
     let settings = capabilities::resolve_settings(&manifest, &grants.settings)?;
-    let capabilities = capabilities::resolve(&manifest, &settings, grants, runtime.config(), http)?;
+    let capabilities = capabilities::resolve(
+        &manifest,
+        &settings,
+        &grants,
+        runtime.config(),
+        &config.http,
+    )?;
     let digest = source.digest();
 
     if !wasmparser::Parser::is_component(&source.bytes) {
@@ -264,28 +270,4 @@ fn check_exports(
             }
         ))
     }
-}
-
-/// A plugin loaded from bytes already in memory (tests, benchmarks).
-pub async fn load_bytes(
-    runtime: &Runtime,
-    bytes: Vec<u8>,
-    grants: &PluginGrants,
-    http: &HttpConfig,
-) -> Result<Arc<LoadedPlugin>, LoadError> {
-    let manifest = embedded_manifest(&bytes).ok_or(LoadError::NoManifest {
-        sibling: PathBuf::new(),
-    })?;
-    load(
-        runtime,
-        PluginSource {
-            bytes,
-            manifest,
-            path: None,
-        },
-        grants,
-        http,
-    )
-    .await
-    .map(Arc::new)
 }

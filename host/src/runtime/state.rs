@@ -8,12 +8,13 @@ use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 
+use super::bindings::imports::matrix::RemoteEvent;
 use super::http_client::HttpClients;
 use super::plugin::LoadedPlugin;
 use super::timers::TimerTable;
 use super::{Runtime, tokens_route::ProviderSlot};
 use crate::config::HttpConfig;
-use crate::logins::{LoginKey, LoginStore};
+use crate::logins::{BridgeState, LoginKey, LoginStore};
 use crate::outbox::Outbox;
 use crate::storage::{KeyBuf, Storage, Tree};
 
@@ -36,6 +37,25 @@ pub struct Services {
     /// Finds the current version of a plugin, for imports routed to
     /// another plugin's exports.
     pub plugins: Arc<dyn PluginDirectory>,
+}
+
+impl Services {
+    /// Queues a remote event of `login` for bridging. A bridge-state event
+    /// is also recorded on the login at once (so `whoami` shows it); the
+    /// queued copy drives the management-room notice. Both the plugin's
+    /// `queue-event` and the host's own states (a crash loop) go through
+    /// here.
+    pub fn queue_event(&self, login: &LoginKey, event: &RemoteEvent) -> crate::storage::Result<()> {
+        if let RemoteEvent::BridgeState(state) = event {
+            let record = BridgeState::now(
+                state.state.into(),
+                state.error_code.clone(),
+                state.message.clone(),
+            );
+            self.logins.set_state(login, record)?;
+        }
+        self.outbox.append(login, event).map(drop)
+    }
 }
 
 /// Looks up loaded plugins by id.
@@ -146,18 +166,11 @@ pub fn login_kv_prefix(key: &LoginKey) -> KeyBuf {
 /// Bytes (keys and values) stored under `namespace`.
 fn namespace_usage(tree: &dyn Tree, namespace: &KeyBuf) -> crate::storage::Result<u64> {
     let mut usage = 0;
-    let mut after: Option<Vec<u8>> = None;
-    loop {
-        let page = tree.scan(namespace.as_bytes(), after.as_deref(), 1000)?;
-        usage += page
-            .iter()
-            .map(|(k, v)| (k.len() - namespace.as_bytes().len() + v.len()) as u64)
-            .sum::<u64>();
-        if page.len() < 1000 {
-            return Ok(usage);
-        }
-        after = page.last().map(|(k, _)| k.clone());
-    }
+    tree.for_each(namespace.as_bytes(), &mut |key, value| {
+        usage += (key.len() - namespace.as_bytes().len() + value.len()) as u64;
+        Ok(())
+    })?;
+    Ok(usage)
 }
 
 /// The data of an instance's `Store`.

@@ -65,6 +65,26 @@ macro_rules! storage_conformance_tests {
             }
 
             #[test]
+            fn for_each_visits_every_entry_of_a_prefix_in_order_across_pages() {
+                let tree = tree();
+                for n in 0..2500u32 {
+                    tree.insert(format!("p/{n:05}").as_bytes(), &n.to_be_bytes())
+                        .unwrap();
+                }
+                tree.insert(b"q/0", b"").unwrap();
+                let mut seen = Vec::new();
+                tree.for_each(b"p/", &mut |key, _| {
+                    seen.push(String::from_utf8(key.to_vec()).unwrap());
+                    Ok(())
+                })
+                .unwrap();
+                // All 2500, more than one page, in key order, nothing else.
+                assert_eq!(seen.len(), 2500);
+                assert!(seen.windows(2).all(|w| w[0] < w[1]));
+                assert!(seen.iter().all(|k| k.starts_with("p/")));
+            }
+
+            #[test]
             fn removing_a_prefix_leaves_other_keys_alone() {
                 let tree = tree();
                 for key in ["a/1", "a/2", "ab", "b"] {

@@ -79,18 +79,11 @@ impl<V: Serialize + DeserializeOwned> Table<V> {
     /// Every entry under `prefix`, in key order.
     pub fn scan(&self, prefix: &KeyBuf) -> Result<Vec<(Vec<u8>, V)>> {
         let mut out = Vec::new();
-        let mut after: Option<Vec<u8>> = None;
-        loop {
-            let page = self.tree.scan(prefix.as_bytes(), after.as_deref(), 1000)?;
-            let done = page.len() < 1000;
-            after = page.last().map(|(k, _)| k.clone());
-            for (k, v) in page {
-                out.push((k, self.decode(&v)?));
-            }
-            if done {
-                return Ok(out);
-            }
-        }
+        self.tree.for_each(prefix.as_bytes(), &mut |key, value| {
+            out.push((key.to_vec(), self.decode(value)?));
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// Removes every entry under `prefix`.

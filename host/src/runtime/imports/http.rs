@@ -121,7 +121,7 @@ impl PluginState {
 
         let client = self.ctx.services.http.client(caps.private_networks);
         let mut builder = client
-            .request(to_reqwest(method_of(&request)), url.clone())
+            .request(to_reqwest(request.method), url.clone())
             .timeout(timeout);
         let mut headers = reqwest::header::HeaderMap::new();
         for (name, value) in &request.headers {
@@ -185,10 +185,6 @@ impl PluginState {
             body,
         })
     }
-}
-
-fn method_of(request: &Request) -> Method {
-    request.method
 }
 
 fn to_reqwest(method: Method) -> reqwest::Method {

@@ -1,9 +1,7 @@
 //! `weft:plugin/matrix`: remote events into the login's outbox.
 
-use crate::logins::{BridgeState, StateEvent};
-use crate::runtime::bindings::imports::matrix::{
-    BridgeStateKind, EventError, EventSender, Host, RemoteEvent,
-};
+use crate::logins::StateEvent;
+use crate::runtime::bindings::imports::matrix::{EventError, EventSender, Host, RemoteEvent};
 use crate::runtime::state::PluginState;
 
 /// The longest id (chat, message, user) the host accepts.
@@ -24,19 +22,12 @@ impl Host for PluginState {
         if let Err(message) = check(&event) {
             return Ok(Err(EventError::Invalid(message)));
         }
-        let services = self.ctx.services.clone();
-        if let RemoteEvent::BridgeState(state) = &event {
-            // The state is recorded at once (whoami shows it); the outbox
-            // copy drives the management-room notice.
-            let state_event = state_event(state.state);
-            let record =
-                BridgeState::now(state_event, state.error_code.clone(), state.message.clone());
-            services.logins.set_state(&login, record)?;
-            if state_event.needs_relogin() {
-                self.ctx.signals.pause_timers = true;
-            }
+        if let RemoteEvent::BridgeState(state) = &event
+            && StateEvent::from(state.state).needs_relogin()
+        {
+            self.ctx.signals.pause_timers = true;
         }
-        match services.outbox.append(&login, &event) {
+        match self.ctx.services.queue_event(&login, &event) {
             Ok(_) => {
                 self.ctx.signals.queued_events = true;
                 Ok(Ok(()))
@@ -46,18 +37,6 @@ impl Host for PluginState {
                 Ok(Err(EventError::Storage("the host's storage failed".into())))
             }
         }
-    }
-}
-
-/// Maps the WIT state to the bridgev2 state name.
-pub(crate) fn state_event(kind: BridgeStateKind) -> StateEvent {
-    match kind {
-        BridgeStateKind::Connecting => StateEvent::Connecting,
-        BridgeStateKind::Connected => StateEvent::Connected,
-        BridgeStateKind::TransientDisconnect => StateEvent::TransientDisconnect,
-        BridgeStateKind::BadCredentials => StateEvent::BadCredentials,
-        BridgeStateKind::UnknownError => StateEvent::UnknownError,
-        BridgeStateKind::LoggedOut => StateEvent::LoggedOut,
     }
 }
 
