@@ -16,16 +16,21 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
+use weft_runtime::{ActorStatus, LoadOutcome, PluginInfo, ProviderStatus, Registry, RegistryError};
+
 use crate::api_error::{ApiError, ApiJson, ApiResult, bearer, token_matches};
-use crate::logins::{BridgeState, LoginKey, LoginRecord, StateEvent, now_ms};
-use crate::registry::{LoadOutcome, PluginInfo, Registry, RegistryError};
-use crate::runtime::actor::ActorStatus;
+use crate::logins::{BridgeState, LoginError, LoginKey, LoginRecord, Logins, StateEvent, now_ms};
+use crate::outbox::{DeadLetter, Outbox};
 
 /// The admin API's shared state.
 #[derive(Clone)]
 pub struct AdminState {
     /// The registry.
     pub registry: Arc<Registry>,
+    /// Logins.
+    pub logins: Arc<Logins>,
+    /// The outbox, for its dead letters.
+    pub outbox: Arc<Outbox>,
     /// The admin token.
     pub token: Arc<str>,
     /// The last load error per plugin file, from the watcher and startup.
@@ -53,6 +58,7 @@ pub fn router(state: AdminState) -> Router {
             get(get_login).delete(delete_login),
         )
         .route("/_weft/admin/v1/logins/{key}/restart", post(restart_login))
+        .route("/_weft/admin/v1/dead-letters", get(list_dead_letters))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(1 << 20))
         .with_state(state)
@@ -77,9 +83,7 @@ async fn require_token(
 
 fn registry_error(error: RegistryError) -> ApiError {
     match error {
-        RegistryError::NotLoaded(_) | RegistryError::UnknownLogin(_) => {
-            ApiError::not_found(error.to_string())
-        }
+        RegistryError::NotLoaded(_) => ApiError::not_found(error.to_string()),
         RegistryError::Storage(e) => ApiError::internal(e),
         other => ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -106,7 +110,7 @@ async fn list_plugins(State(state): State<AdminState>) -> Json<PluginList> {
         .map(|(path, error)| (path.display().to_string(), error.clone()))
         .collect();
     Json(PluginList {
-        plugins: state.registry.plugins().await,
+        plugins: state.registry.plugins(),
         errors,
     })
 }
@@ -165,10 +169,14 @@ struct LoginView {
     remote_name: String,
     state: BridgeState,
     actor: Option<ActorStatus>,
+    /// The login providers serving it now.
+    providers: Vec<ProviderStatus>,
 }
 
 impl LoginView {
-    fn new(record: LoginRecord, actor: Option<ActorStatus>) -> Self {
+    fn new(record: LoginRecord, registry: &Registry) -> Self {
+        let actor = registry.login(&record.key).map(|h| h.status());
+        let providers = registry.providers_of(&record.key);
         Self {
             key: record.key.to_string(),
             plugin: record.key.plugin,
@@ -177,21 +185,26 @@ impl LoginView {
             remote_name: record.remote_name,
             state: record.state,
             actor,
+            providers,
         }
+    }
+}
+
+fn login_error(error: LoginError) -> ApiError {
+    match error {
+        LoginError::Unknown(_) => ApiError::not_found(error.to_string()),
+        LoginError::Runtime(e) => registry_error(e),
+        LoginError::Storage(e) => ApiError::internal(e),
     }
 }
 
 /// # `GET /_weft/admin/v1/logins`
 async fn list_logins(State(state): State<AdminState>) -> ApiResult<Json<Vec<LoginView>>> {
-    let statuses = state.registry.statuses().await;
-    let records = state.registry.services().logins.all()?;
+    let records = state.logins.store.all()?;
     Ok(Json(
         records
             .into_iter()
-            .map(|r| {
-                let status = statuses.get(&r.key).cloned();
-                LoginView::new(r, status)
-            })
+            .map(|r| LoginView::new(r, &state.registry))
             .collect(),
     ))
 }
@@ -205,7 +218,7 @@ fn parse_key(key: &str) -> ApiResult<LoginKey> {
 /// The login named in a path, or 404.
 fn login_record(state: &AdminState, key: &str) -> ApiResult<(LoginKey, LoginRecord)> {
     let key = parse_key(key)?;
-    let record = state.registry.services().logins.get(&key)?;
+    let record = state.logins.store.get(&key)?;
     let record = record.ok_or_else(|| ApiError::not_found(format!("no login {key}")))?;
     Ok((key, record))
 }
@@ -215,9 +228,8 @@ async fn get_login(
     State(state): State<AdminState>,
     Path(key): Path<String>,
 ) -> ApiResult<Json<LoginView>> {
-    let (key, record) = login_record(&state, &key)?;
-    let status = state.registry.login(&key).await.map(|h| h.status());
-    Ok(Json(LoginView::new(record, status)))
+    let (_, record) = login_record(&state, &key)?;
+    Ok(Json(LoginView::new(record, &state.registry)))
 }
 
 #[derive(Deserialize)]
@@ -250,7 +262,7 @@ async fn create_login(
         ));
     }
     let key = LoginKey::new(request.plugin, request.id);
-    let existing = state.registry.services().logins.get(&key)?;
+    let existing = state.logins.store.get(&key)?;
     let record = LoginRecord {
         key: key.clone(),
         owner: request.owner,
@@ -259,20 +271,17 @@ async fn create_login(
         state: BridgeState::now(StateEvent::Connecting, None, None),
         created_ms: existing.as_ref().map_or_else(now_ms, |r| r.created_ms),
     };
-    let handle = state
-        .registry
-        .put_login(record.clone())
+    state
+        .logins
+        .put(record.clone())
         .await
-        .map_err(registry_error)?;
+        .map_err(login_error)?;
     let status = if existing.is_some() {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
-    Ok((
-        status,
-        Json(LoginView::new(record, handle.map(|h| h.status()))),
-    ))
+    Ok((status, Json(LoginView::new(record, &state.registry))))
 }
 
 /// # `POST /_weft/admin/v1/logins/{key}/restart`
@@ -285,13 +294,13 @@ async fn restart_login(
     Path(key): Path<String>,
 ) -> ApiResult<Json<LoginView>> {
     let (key, record) = login_record(&state, &key)?;
-    let handle = state.registry.login(&key).await.ok_or_else(|| {
+    let handle = state.registry.login(&key).ok_or_else(|| {
         ApiError::not_found(format!(
             "login {key} is not running (is its plugin loaded?)"
         ))
     })?;
     handle.resume();
-    Ok(Json(LoginView::new(record, Some(handle.status()))))
+    Ok(Json(LoginView::new(record, &state.registry)))
 }
 
 #[derive(Deserialize)]
@@ -308,11 +317,38 @@ async fn delete_login(
 ) -> ApiResult<Json<serde_json::Value>> {
     let key = parse_key(&key)?;
     let logout_error = state
-        .registry
-        .delete_login(&key, query.logout)
+        .logins
+        .delete(&key, query.logout, "an operator deleted the login")
         .await
-        .map_err(registry_error)?;
+        .map_err(login_error)?;
     Ok(Json(
         serde_json::json!({ "logout_error": logout_error.map(|e| e.to_string()) }),
+    ))
+}
+
+#[derive(Deserialize)]
+struct DeadLetterQuery {
+    #[serde(default = "default_dead_letter_limit")]
+    limit: usize,
+    /// Include each entry's stored content (it may hold private messages).
+    #[serde(default)]
+    content: bool,
+}
+
+fn default_dead_letter_limit() -> usize {
+    100
+}
+
+/// # `GET /_weft/admin/v1/dead-letters?limit=&content=`
+///
+/// Remote events that could not be bridged, oldest first.
+async fn list_dead_letters(
+    State(state): State<AdminState>,
+    Query(query): Query<DeadLetterQuery>,
+) -> ApiResult<Json<Vec<DeadLetter>>> {
+    Ok(Json(
+        state
+            .outbox
+            .dead_letters(query.limit.min(10_000), query.content)?,
     ))
 }

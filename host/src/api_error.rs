@@ -20,6 +20,8 @@ pub struct ApiError {
     pub errcode: &'static str,
     /// The message for the client.
     pub message: String,
+    /// How long the client should wait before trying again, for 429s.
+    pub retry_after: Option<std::time::Duration>,
 }
 
 /// `Result` with [`ApiError`].
@@ -32,7 +34,14 @@ impl ApiError {
             status,
             errcode,
             message: message.into(),
+            retry_after: None,
         }
+    }
+
+    /// Adds `retry_after_ms` to the body and a `Retry-After` header.
+    pub fn with_retry_after(mut self, delay: std::time::Duration) -> Self {
+        self.retry_after = Some(delay);
+        self
     }
 
     /// 400 `M_BAD_JSON` / `M_INVALID_PARAM`.
@@ -75,16 +84,25 @@ impl IntoResponse for ApiError {
         if self.status.is_client_error() {
             tracing::debug!(status = %self.status, errcode = self.errcode, message = %self.message, "request refused");
         }
-        (
-            self.status,
-            Json(json!({ "errcode": self.errcode, "error": self.message })),
-        )
-            .into_response()
+        let mut body = json!({ "errcode": self.errcode, "error": self.message });
+        if let Some(delay) = self.retry_after {
+            body["retry_after_ms"] = json!(delay.as_millis() as u64);
+        }
+        let mut response = (self.status, Json(body)).into_response();
+        if let Some(delay) = self.retry_after {
+            let seconds = delay.as_secs().max(1).to_string();
+            if let Ok(value) = http::HeaderValue::from_str(&seconds) {
+                response
+                    .headers_mut()
+                    .insert(http::header::RETRY_AFTER, value);
+            }
+        }
+        response
     }
 }
 
-impl From<crate::storage::StorageError> for ApiError {
-    fn from(error: crate::storage::StorageError) -> Self {
+impl From<weft_storage::StorageError> for ApiError {
+    fn from(error: weft_storage::StorageError) -> Self {
         Self::internal(error)
     }
 }

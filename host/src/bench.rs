@@ -1,34 +1,41 @@
 //! `weft bench`: figures for the runtime, printed, never asserted.
 //!
-//! It loads a connector (by default the probe fixture) on a throwaway host
-//! and measures what sizing a deployment needs: how long a cold compile
-//! takes, how long a login's instance takes to create, what a call into a
-//! guest costs, how much memory an idle login holds, and how long an
-//! upgrade of every live login takes.
+//! It loads a connector (by default the probe fixture) on throwaway hosts
+//! and measures what sizing a deployment needs: a cold compile, creating
+//! an instance and calling into it, and then, for each number of live
+//! logins asked for, how long they take to start, how much memory each
+//! holds, how late their timers fire while all of them tick, and how long
+//! an upgrade of every one takes; finally the memory of hibernating
+//! logins. Storage is in memory, so its share is counted in the figures.
 
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result};
+use weft_runtime::manifest::Manifest;
+use weft_runtime::plugin::PluginSource;
+use weft_runtime::{Allocator, LoginHandle, Phase, Registry};
+use weft_storage::MemoryStorage;
 
 use crate::config::Config;
 use crate::host::{Host, HostOptions};
 use crate::logins::{BridgeState, LoginKey, LoginRecord, StateEvent, now_ms};
-use crate::runtime::Runtime;
-use crate::runtime::actor::Phase;
-use crate::runtime::instance::Instance;
-use crate::runtime::manifest::Manifest;
-use crate::runtime::plugin::PluginSource;
-use crate::runtime::state::{InstanceContext, InstanceRole};
-use crate::storage::MemoryStorage;
 
 /// What to measure.
 pub struct BenchOptions {
-    /// How many logins to run at once for the memory and upgrade figures.
-    pub logins: usize,
-    /// How many instances to create and calls to make for the timings.
+    /// Live login counts to measure, one run each.
+    pub logins: Vec<usize>,
+    /// Hibernating logins to measure (0: skip).
+    pub hibernating: usize,
+    /// Instances to create and calls to time.
     pub samples: usize,
+    /// The period of every live login's timer while lateness is measured.
+    pub tick_ms: u64,
+    /// How long to let the timers tick.
+    pub tick_for: Duration,
+    /// The allocator, instead of the default.
+    pub allocator: Option<Allocator>,
 }
 
 struct Stats {
@@ -42,17 +49,23 @@ impl Stats {
     }
 
     fn at(&self, quantile: f64) -> Duration {
+        if self.samples.is_empty() {
+            return Duration::ZERO;
+        }
         let index = ((self.samples.len() as f64 - 1.0) * quantile).round() as usize;
         self.samples[index]
     }
 
     fn mean(&self) -> Duration {
+        if self.samples.is_empty() {
+            return Duration::ZERO;
+        }
         self.samples.iter().sum::<Duration>() / self.samples.len() as u32
     }
 
     fn line(&self, what: &str) -> String {
         format!(
-            "{what:<34} mean {:>9.1?}  p50 {:>9.1?}  p99 {:>9.1?}  (n={})",
+            "{what:<40} mean {:>9.1?}  p50 {:>9.1?}  p99 {:>9.1?}  (n={})",
             self.mean(),
             self.at(0.5),
             self.at(0.99),
@@ -62,15 +75,22 @@ impl Stats {
 }
 
 /// The process's resident memory, in bytes (Linux).
-fn rss_bytes() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
+fn rss_bytes() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |kib| kib * 1024)
+}
+
+/// The process's memory mappings (Linux), against `vm.max_map_count`.
+fn mappings() -> usize {
+    std::fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count())
 }
 
 /// A config that grants the plugin everything its manifest asks for.
-fn config_for(manifest: &Manifest, dir: &Path) -> Result<Config> {
+fn config_for(manifest: &Manifest, dir: &Path, runtime: &str, settings: &str) -> Result<Config> {
     let http: Vec<String> = manifest
         .capabilities
         .http
@@ -78,13 +98,81 @@ fn config_for(manifest: &Manifest, dir: &Path) -> Result<Config> {
         .map(|p| format!("{p:?}"))
         .collect();
     let text = format!(
-        "data-dir = {:?}\n[plugins]\ndir = {:?}\nwatch = false\n[runtime]\ncompile-cache = false\nmin-timer-ms = 10\n[plugin.{}]\nhttp = [{}]\nprivate-networks = true\n",
+        "data-dir = {:?}\n[plugins]\ndir = {:?}\nwatch = false\n[runtime]\ncompile-cache = false\nmin-timer-ms = 10\nmax-concurrent-calls = 64\n{runtime}\n[plugin.{}]\nhttp = [{}]\nprivate-networks = true\n[plugin.{}.settings]\n{settings}\n",
         dir.join("data"),
         dir.join("plugins"),
         manifest.id,
         http.join(", "),
+        manifest.id,
     );
     Config::from_toml(&text, dir)
+}
+
+fn record(plugin: &str, name: String) -> LoginRecord {
+    LoginRecord {
+        key: LoginKey::new(plugin, name.clone()),
+        owner: "@bench:localhost".into(),
+        remote_name: name,
+        metadata: "{}".into(),
+        state: BridgeState::now(StateEvent::Connecting, None, None),
+        created_ms: now_ms(),
+    }
+}
+
+async fn start_host(config: Config, source: &PluginSource) -> Result<Host> {
+    let storage: Arc<dyn weft_storage::Storage> = Arc::new(MemoryStorage::new());
+    let host = Host::start_with(
+        config,
+        HostOptions {
+            storage: Some(storage),
+            event_sink: None,
+        },
+    )
+    .await?;
+    host.registry()
+        .load_source(copy(source), None)
+        .await
+        .context("the plugin does not load")?;
+    Ok(host)
+}
+
+fn copy(source: &PluginSource) -> PluginSource {
+    PluginSource {
+        bytes: source.bytes.clone(),
+        manifest: source.manifest.clone(),
+        path: None,
+    }
+}
+
+/// Creates `count` logins named `<prefix>-<n>` and waits until each is in
+/// a phase `done` accepts.
+async fn create_logins(
+    host: &Host,
+    plugin: &str,
+    prefix: &str,
+    count: usize,
+    done: impl Fn(Phase) -> bool,
+) -> Result<Vec<LoginHandle>> {
+    let mut handles = Vec::with_capacity(count);
+    for n in 0..count {
+        let handle = host
+            .logins()
+            .put(record(plugin, format!("{prefix}-{n}")))
+            .await?
+            .context("the plugin is not a connector")?;
+        handles.push(handle);
+    }
+    for handle in &handles {
+        handle
+            .wait_for(Duration::from_secs(300), |s| done(s.phase))
+            .await
+            .with_context(|| format!("login {} did not settle", handle.key()))?;
+    }
+    Ok(handles)
+}
+
+fn kib(bytes: u64) -> String {
+    format!("{:.1} KiB", bytes as f64 / 1024.0)
 }
 
 /// Runs the benchmarks on the component at `path` and prints the figures.
@@ -94,144 +182,193 @@ pub async fn run(path: &Path, options: BenchOptions) -> Result<()> {
     let manifest = Manifest::parse(&source.manifest)?;
     let dir = std::env::temp_dir().join(format!("weft-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
-    let config = config_for(&manifest, &dir)?;
+    let allocator = match options.allocator {
+        Some(Allocator::OnDemand) => "allocator = \"on-demand\"\n",
+        Some(Allocator::Pooling) => "allocator = \"pooling\"\n",
+        None => "",
+    };
+    let max_logins = options.logins.iter().copied().max().unwrap_or(0);
+    let live_runtime = format!(
+        "{allocator}hibernate = false\nmax-instances = {}\n",
+        (max_logins + max_logins / 5 + 64).max(1000)
+    );
     println!(
-        "weft bench: {} {} ({} bytes)",
+        "weft bench: {} {} ({} bytes), {} CPUs",
         manifest.id,
         manifest.version,
-        source.bytes.len()
+        source.bytes.len(),
+        std::thread::available_parallelism().map_or(1, usize::from)
     );
 
-    // Cold compile, without the cache.
-    let runtime = Runtime::new(&config)?;
-    let started = Instant::now();
-    let component = runtime.compile(source.bytes.clone()).await?;
-    println!(
-        "{:<34} {:>9.1?}",
-        "compile (Cranelift, cold)",
-        started.elapsed()
-    );
-    drop(component);
-
-    let storage: Arc<dyn crate::storage::Storage> = Arc::new(MemoryStorage::new());
-    let host = Host::start_with(
-        config.clone(),
-        HostOptions {
-            storage: Some(storage),
-            event_sink: None,
-        },
-    )
-    .await?;
-    let registry = host.registry().clone();
-    registry
-        .load_source(
-            PluginSource {
-                bytes: source.bytes.clone(),
-                manifest: source.manifest.clone(),
-                path: None,
-            },
-            None,
-        )
-        .await
-        .context("the plugin does not load")?;
-    let loaded = registry
-        .plugin(&manifest.id)
-        .context("the plugin is not current")?;
-
-    // Instantiation of a login's instance, from the pre-linked component.
-    let mut instantiate = Vec::with_capacity(options.samples);
-    let mut calls = Vec::with_capacity(options.samples);
-    for n in 0..options.samples {
-        let role = InstanceRole::Login(LoginKey::new(&manifest.id, format!("bench-{n}")));
-        let ctx = InstanceContext::new(loaded.clone(), role, host.services().clone(), None)?;
+    // Compile, instantiate and call, on a host with no logins.
+    {
+        let config = config_for(&manifest, &dir, &live_runtime, "")?;
+        let host = start_host(config, &source).await?;
+        let registry: &Arc<Registry> = host.registry();
+        println!("allocator: {:?}", registry.allocator());
         let started = Instant::now();
-        let mut instance = Instance::new(loaded.clone(), ctx).await?;
-        instantiate.push(started.elapsed());
-        let started = Instant::now();
-        instance.stop().await?;
-        calls.push(started.elapsed());
-    }
-    println!(
-        "{}",
-        Stats::new(instantiate).line("instantiate a login's instance")
-    );
-    println!(
-        "{}",
-        Stats::new(calls).line("call round trip (stop export)")
-    );
-
-    // Memory per idle login: actors with a running instance each.
-    let before = rss_bytes();
-    let started = Instant::now();
-    let mut handles = Vec::with_capacity(options.logins);
-    for n in 0..options.logins {
-        let record = LoginRecord {
-            key: LoginKey::new(&manifest.id, format!("idle-{n}")),
-            owner: "@bench:localhost".into(),
-            remote_name: format!("idle {n}"),
-            metadata: "{}".into(),
-            state: BridgeState::now(StateEvent::Connecting, None, None),
-            created_ms: now_ms(),
-        };
-        handles.push(
-            registry
-                .put_login(record)
-                .await?
-                .context("the plugin is not a connector")?,
-        );
-    }
-    for handle in &handles {
-        handle
-            .wait_for(Duration::from_secs(60), |s| s.phase == Phase::Running)
-            .await;
-    }
-    let startup = started.elapsed();
-    let after = rss_bytes();
-    println!(
-        "{:<34} {:>9.1?}  ({} logins)",
-        "start logins", startup, options.logins
-    );
-    if let (Some(before), Some(after)) = (before, after) {
-        let per = after.saturating_sub(before) / options.logins.max(1) as u64;
+        registry.compile_only(source.bytes.clone()).await?;
         println!(
-            "{:<34} {:>9} KiB  (RSS {} → {} MiB)",
-            "resident memory per idle login",
-            per / 1024,
-            before >> 20,
-            after >> 20
+            "{:<40} {:>9.1?}",
+            "compile (Cranelift, cold)",
+            started.elapsed()
         );
+        let plugin = registry
+            .plugin(&manifest.id)
+            .context("the plugin is not current")?;
+        let mut instantiate = Vec::with_capacity(options.samples);
+        let mut calls = Vec::with_capacity(options.samples);
+        for n in 0..options.samples {
+            let started = Instant::now();
+            let mut process = registry.process(&plugin, &format!("bench-{n}")).await?;
+            instantiate.push(started.elapsed());
+            let started = Instant::now();
+            process.cancel().await;
+            calls.push(started.elapsed());
+        }
+        println!(
+            "{}",
+            Stats::new(instantiate).line("instantiate an instance")
+        );
+        println!(
+            "{}",
+            Stats::new(calls).line("call round trip (login-flow.cancel)")
+        );
+        host.shutdown().await;
     }
-    let linear: u64 =
-        handles.iter().map(|h| h.status().memory_bytes).sum::<u64>() / options.logins.max(1) as u64;
-    println!(
-        "{:<34} {:>9} KiB",
-        "linear memory per instance",
-        linear / 1024
-    );
 
-    // An upgrade moves every live login to the new version.
-    let mut next: toml::Table = toml::from_str(&source.manifest)?;
-    let mut version = manifest.version.clone();
-    version.patch += 1;
-    next.insert("version".into(), version.to_string().into());
-    let started = Instant::now();
-    let outcome = registry
-        .load_source(
-            PluginSource {
-                bytes: source.bytes,
-                manifest: toml::to_string(&next)?,
-                path: None,
-            },
-            None,
-        )
-        .await?;
-    println!(
-        "{:<34} {:>9.1?}  ({outcome:?})",
-        "upgrade every live login (+compile)",
-        started.elapsed()
-    );
+    for &count in &options.logins {
+        println!(
+            "\n-- {count} live logins, each with a {} ms timer --",
+            options.tick_ms
+        );
+        let settings = format!("start-interval-ms = {}", options.tick_ms);
+        let config = config_for(&manifest, &dir, &live_runtime, &settings)?;
+        let host = start_host(config, &source).await?;
+        let (rss_before, maps_before) = (rss_bytes(), mappings());
+        let started = Instant::now();
+        let handles =
+            create_logins(&host, &manifest.id, "live", count, |p| p == Phase::Running).await?;
+        let startup = started.elapsed();
+        let (rss_after, maps_after) = (rss_bytes(), mappings());
+        println!("{:<40} {:>9.1?}", "start every login", startup);
+        println!(
+            "{:<40} {:>12}  (RSS {} → {} MiB)",
+            "resident memory per live login",
+            kib(rss_after.saturating_sub(rss_before) / count.max(1) as u64),
+            rss_before >> 20,
+            rss_after >> 20
+        );
+        println!(
+            "{:<40} {:>12.1}  ({maps_before} → {maps_after})",
+            "memory mappings per live login",
+            maps_after.saturating_sub(maps_before) as f64 / count.max(1) as f64,
+        );
+        let linear: u64 =
+            handles.iter().map(|h| h.status().memory_bytes).sum::<u64>() / count.max(1) as u64;
+        println!("{:<40} {:>12}", "linear memory per instance", kib(linear));
 
-    host.shutdown().await;
+        let registry = host.registry();
+        registry.take_timer_lateness();
+        let cpu_before = cpu_time();
+        tokio::time::sleep(options.tick_for).await;
+        let cpu = cpu_time().saturating_sub(cpu_before);
+        let lateness: Vec<Duration> = registry
+            .take_timer_lateness()
+            .into_iter()
+            .map(|ms| Duration::from_millis(ms.into()))
+            .collect();
+        println!(
+            "{}",
+            Stats::new(lateness).line("timer lateness while all tick")
+        );
+        println!(
+            "{:<40} {:>11.1}%",
+            "CPU while ticking (of one core)",
+            cpu.as_secs_f64() * 100.0 / options.tick_for.as_secs_f64()
+        );
+
+        let mut next: toml::Table = toml::from_str(&source.manifest)?;
+        let mut version = manifest.version.clone();
+        version.patch += 1;
+        next.insert("version".into(), version.to_string().into());
+        let started = Instant::now();
+        let outcome = registry
+            .load_source(
+                PluginSource {
+                    bytes: source.bytes.clone(),
+                    manifest: toml::to_string(&next)?,
+                    path: None,
+                },
+                None,
+            )
+            .await?;
+        println!(
+            "{:<40} {:>9.1?}  ({outcome:?})",
+            "upgrade every live login (+compile)",
+            started.elapsed()
+        );
+        drop(handles);
+        host.shutdown().await;
+    }
+
+    if options.hibernating > 0 {
+        let count = options.hibernating;
+        println!("\n-- {count} hibernating logins (timers an hour away) --");
+        let runtime = format!("{allocator}hibernate = true\nhibernate-after-ms = 50\n");
+        let config = config_for(&manifest, &dir, &runtime, "start-interval-ms = 3600000")?;
+        let host = start_host(config, &source).await?;
+        let rss_before = rss_bytes();
+        let started = Instant::now();
+        // In batches, so the live ones fit the instance pool while they
+        // start before they hibernate.
+        let batch = 5_000.min(count);
+        let mut created = 0;
+        while created < count {
+            let n = batch.min(count - created);
+            let handles = create_logins(&host, &manifest.id, &format!("sleepy{created}"), n, |p| {
+                p == Phase::Hibernating
+            })
+            .await?;
+            drop(handles);
+            created += n;
+        }
+        let elapsed = started.elapsed();
+        // Let the allocator return what the live phase used.
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let rss_after = rss_bytes();
+        println!(
+            "{:<40} {:>9.1?}",
+            "start and hibernate every login", elapsed
+        );
+        println!(
+            "{:<40} {:>12}  (RSS {} → {} MiB; {} live, {} wake-ups scheduled)",
+            "resident memory per hibernating login",
+            kib(rss_after.saturating_sub(rss_before) / count as u64),
+            rss_before >> 20,
+            rss_after >> 20,
+            host.registry().live_logins(),
+            host.registry().scheduled_wakeups(),
+        );
+        host.shutdown().await;
+    }
+
     let _ = std::fs::remove_dir_all(&dir);
     Ok(())
+}
+
+/// CPU time used by the process so far (Linux).
+fn cpu_time() -> Duration {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    // Fields after the command name: utime is the 14th, stime the 15th.
+    let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| {
+        fields
+            .get(i)
+            .and_then(|f| f.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Clock ticks are 100 per second on Linux.
+    Duration::from_millis((ticks(11) + ticks(12)) * 10)
 }

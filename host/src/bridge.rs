@@ -26,14 +26,16 @@ use ruma::profile::ProfileFieldValue;
 use ruma::{OwnedRoomId, OwnedTransactionId, OwnedUserId, RoomId, UserId};
 use tokio::sync::mpsc;
 
+use futures::future::BoxFuture;
+use weft_runtime::Registry;
+use weft_runtime::plugin::LoadedPlugin;
+use weft_storage::StorageError;
+
 use crate::config::Config;
 use crate::login_process::LoginProcesses;
-use crate::logins::{LoginKey, LoginRecord, StateEvent};
+use crate::logins::{DeletionHook, LoginKey, LoginRecord, Logins, StateEvent};
 use crate::matrix::{HomeserverClient, HsError, Namespaces};
 use crate::outbox::{EventSink, Outbox};
-use crate::registry::Registry;
-use crate::runtime::plugin::LoadedPlugin;
-use crate::storage::StorageError;
 use store::{BridgeStore, GhostRecord};
 
 /// Why a bridging step failed.
@@ -51,12 +53,23 @@ pub enum BridgeError {
 }
 
 impl BridgeError {
-    /// Whether trying again later may succeed; if not, the event is
-    /// dropped (and logged) so it does not block the login's queue.
+    /// Whether trying again later may succeed; if not, the event goes to
+    /// the dead letters so it does not block the login's queue.
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Homeserver(error) => error.retry() != crate::matrix::client::RetryKind::Permanent,
             Self::Storage(_) | Self::Unavailable(_) => true,
+        }
+    }
+
+    /// How long the homeserver asked us to wait, if it did.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            Self::Homeserver(error) => match error.retry() {
+                crate::matrix::client::RetryKind::Transient { retry_after } => retry_after,
+                _ => None,
+            },
+            _ => None,
         }
     }
 }
@@ -87,8 +100,10 @@ pub struct Bridge {
     pub namespaces: Namespaces,
     /// The bridge's tables.
     pub store: BridgeStore,
-    /// Plugins and logins.
+    /// Plugins and login actors.
     pub registry: Arc<Registry>,
+    /// Login records.
+    pub logins: Arc<Logins>,
     /// Login processes.
     pub processes: Arc<LoginProcesses>,
     /// The config.
@@ -106,25 +121,38 @@ pub struct Bridge {
     shared_portals: tokio::sync::Mutex<()>,
 }
 
+/// What the bridge is built from.
+pub struct BridgeParts {
+    /// The homeserver.
+    pub client: HomeserverClient,
+    /// The bridge's namespaces.
+    pub namespaces: Namespaces,
+    /// The bridge's tables.
+    pub store: BridgeStore,
+    /// Plugins and login actors.
+    pub registry: Arc<Registry>,
+    /// Login records.
+    pub logins: Arc<Logins>,
+    /// Login processes.
+    pub processes: Arc<LoginProcesses>,
+    /// The config.
+    pub config: Arc<Config>,
+    /// Remote events to bridge.
+    pub outbox: Arc<Outbox>,
+}
+
 impl Bridge {
     /// Builds the bridge.
-    pub fn new(
-        client: HomeserverClient,
-        namespaces: Namespaces,
-        store: BridgeStore,
-        registry: Arc<Registry>,
-        processes: Arc<LoginProcesses>,
-        config: Arc<Config>,
-        outbox: Arc<Outbox>,
-    ) -> Arc<Self> {
+    pub fn new(parts: BridgeParts) -> Arc<Self> {
         Arc::new_cyclic(|this| Self {
-            client,
-            namespaces,
-            store,
-            registry,
-            processes,
-            config,
-            outbox,
+            client: parts.client,
+            namespaces: parts.namespaces,
+            store: parts.store,
+            registry: parts.registry,
+            logins: parts.logins,
+            processes: parts.processes,
+            config: parts.config,
+            outbox: parts.outbox,
             this: this.clone(),
             workers: Mutex::new(BTreeMap::new()),
             announced: Mutex::new(BTreeMap::new()),
@@ -140,14 +168,13 @@ impl Bridge {
 
     /// Whether `user` is the bot or one of the bridge's ghosts.
     pub fn is_ours(&self, user: &UserId) -> bool {
-        let prefixes: Vec<String> = self
-            .registry
-            .connectors()
-            .iter()
-            .map(|p| p.manifest.ghost_prefix())
-            .collect();
-        self.namespaces
-            .is_ours(user, prefixes.iter().map(String::as_str))
+        let connectors = self.registry.connectors();
+        self.namespaces.is_ours(
+            user,
+            connectors
+                .iter()
+                .filter_map(|p| p.capabilities.ghost_prefix.as_deref()),
+        )
     }
 
     /// Whether `user` may use the bridge.
@@ -163,7 +190,7 @@ impl Bridge {
 
     /// The context of login `key`, if it exists and its plugin is loaded.
     pub fn login_context(&self, key: &LoginKey) -> Result<Option<LoginContext>, BridgeError> {
-        let Some(record) = self.registry.services().logins.get(key)? else {
+        let Some(record) = self.logins.store.get(key)? else {
             return Ok(None);
         };
         let plugin = self.registry.plugin(&key.plugin).ok_or_else(|| {
@@ -219,9 +246,13 @@ impl Bridge {
         remote_id: &str,
         display_name: Option<&str>,
     ) -> Result<OwnedUserId, BridgeError> {
+        let prefix = plugin.capabilities.ghost_prefix.as_deref().ok_or_else(|| {
+            BridgeError::Unavailable(format!("plugin {} is not a connector", plugin.id()))
+        })?;
         let user_id = self
             .namespaces
-            .ghost(&plugin.manifest.ghost_prefix(), remote_id);
+            .ghost(prefix, remote_id)
+            .map_err(|e| BridgeError::Unavailable(e.to_string()))?;
         let known = self.store.ghost(user_id.as_str())?;
         if known.is_none() {
             self.register(&user_id).await?;
@@ -248,6 +279,22 @@ impl Bridge {
         Ok(user_id)
     }
 
+    /// Invites `user` to `room` as the bot; one already invited or joined
+    /// counts as done.
+    pub async fn invite(&self, room: &RoomId, user: &UserId) -> Result<(), BridgeError> {
+        let invite = invite_user::v3::Request::new(
+            room.to_owned(),
+            invite_user::v3::InvitationRecipient::UserId(invite_user::v3::InviteUserId::new(
+                user.to_owned(),
+            )),
+        );
+        match self.client.send(invite, None).await {
+            Ok(_) => Ok(()),
+            Err(error) if error.errcode() == Some("M_FORBIDDEN") => Ok(()),
+            Err(error) => Err(error.into()),
+        }
+    }
+
     /// Makes sure `ghost` has joined `room` (the bot invites it first).
     pub async fn ensure_joined(
         &self,
@@ -258,18 +305,7 @@ impl Bridge {
         if joined.contains(ghost.as_str()) {
             return Ok(false);
         }
-        let invite = invite_user::v3::Request::new(
-            room.to_owned(),
-            invite_user::v3::InvitationRecipient::UserId(invite_user::v3::InviteUserId::new(
-                ghost.to_owned(),
-            )),
-        );
-        match self.client.send(invite, None).await {
-            Ok(_) => {}
-            // Already invited or joined.
-            Err(error) if error.errcode() == Some("M_FORBIDDEN") => {}
-            Err(error) => return Err(error.into()),
-        }
+        self.invite(room, ghost).await?;
         self.client
             .send(
                 join_room_by_id::v3::Request::new(room.to_owned()),
@@ -352,22 +388,25 @@ impl Bridge {
         self.notice(&room, &text).await
     }
 
-    /// Deletes login `key` as the user asked (logout) or because another
-    /// login replaced it: the connector logs out remotely if asked, its
-    /// state goes, and its portals are unbridged.
+    /// Deletes login `key` (see [`Logins::delete`]): the connector logs
+    /// out remotely if asked, its state goes, and its portals are
+    /// unbridged.
     pub async fn delete_login(
         &self,
         key: &LoginKey,
         logout: bool,
         reason: &str,
     ) -> Result<(), BridgeError> {
-        let portals = self.store.portals_of_login(key)?;
-        match self.registry.delete_login(key, logout).await {
-            Ok(_) => {}
-            Err(crate::registry::RegistryError::UnknownLogin(_)) => {}
-            Err(crate::registry::RegistryError::Storage(e)) => return Err(e.into()),
-            Err(other) => return Err(BridgeError::Unavailable(other.to_string())),
+        match self.logins.delete(key, logout, reason).await {
+            Ok(_) | Err(crate::logins::LoginError::Unknown(_)) => Ok(()),
+            Err(crate::logins::LoginError::Storage(e)) => Err(e.into()),
+            Err(other) => Err(BridgeError::Unavailable(other.to_string())),
         }
+    }
+
+    /// Unbridges the portals of a deleted login: each gets a notice and
+    /// is forgotten (the rooms stay).
+    async fn unbridge(&self, key: &LoginKey, reason: &str) -> Result<(), BridgeError> {
         self.workers
             .lock()
             .expect("worker map poisoned")
@@ -376,7 +415,7 @@ impl Bridge {
             .lock()
             .expect("announced map poisoned")
             .remove(key);
-        for portal in portals {
+        for portal in self.store.portals_of_login(key)? {
             if let Ok(room) = RoomId::parse(&portal.room_id) {
                 let text = format!("This chat is no longer bridged: {reason}.");
                 if let Err(error) = self.notice(&room, &text).await {
@@ -385,7 +424,7 @@ impl Bridge {
             }
             self.store.remove_portal(&portal)?;
         }
-        crate::storage::flush_async(self.store.storage()).await?;
+        weft_storage::flush_async(self.store.storage()).await?;
         tracing::info!(login = %key, reason, "login removed from the bridge");
         Ok(())
     }
@@ -414,19 +453,20 @@ impl Bridge {
     }
 
     async fn run_worker(self: Arc<Self>, login: LoginKey, mut wake: mpsc::UnboundedReceiver<()>) {
-        let mut backoff = Duration::from_millis(500);
         while wake.recv().await.is_some() {
             while wake.try_recv().is_ok() {}
+            let mut backoff = crate::matrix::client::retry_backoff();
             loop {
                 match self.drain(&login).await {
-                    Ok(()) => {
-                        backoff = Duration::from_millis(500);
-                        break;
-                    }
+                    Ok(()) => break,
                     Err(error) => {
-                        tracing::warn!(%login, %error, retry_in_ms = backoff.as_millis() as u64, "bridging paused; will retry");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(60));
+                        // The homeserver's own Retry-After wins over ours.
+                        let delay = error
+                            .retry_after()
+                            .or_else(|| backoff.next())
+                            .unwrap_or(Duration::from_secs(60));
+                        tracing::warn!(%login, %error, retry_in_ms = delay.as_millis() as u64, "bridging paused; will retry");
+                        tokio::time::sleep(delay).await;
                     }
                 }
             }
@@ -434,8 +474,9 @@ impl Bridge {
     }
 
     /// Bridges `login`'s queued events in order. A transient failure stops
-    /// here (the event stays queued, order is kept); a permanent one drops
-    /// that event with an error in the log.
+    /// here (the event stays queued, order is kept); an event that cannot
+    /// be decoded, or that the homeserver refuses for good, moves to the
+    /// dead letters and the rest flows.
     async fn drain(&self, login: &LoginKey) -> Result<(), BridgeError> {
         loop {
             let batch = self.outbox.peek(login, 50)?;
@@ -448,14 +489,21 @@ impl Bridge {
                 return Ok(());
             };
             for queued in batch {
-                match self.handle_remote(&ctx, &queued.event).await {
-                    Ok(()) => {}
+                let event = match &queued.event {
+                    Ok(event) => event,
+                    Err(reason) => {
+                        self.outbox.bury(login, queued.seq, reason)?;
+                        continue;
+                    }
+                };
+                match self.handle_remote(&ctx, event).await {
+                    Ok(()) => self.outbox.ack(login, queued.seq)?,
                     Err(error) if error.is_transient() => return Err(error),
                     Err(error) => {
-                        tracing::error!(%login, %error, event = ?queued.event, "dropping a remote event the homeserver refused");
+                        let reason = format!("the bridge refused it: {error}");
+                        self.outbox.bury(login, queued.seq, &reason)?;
                     }
                 }
-                self.outbox.ack(login, queued.seq)?;
             }
         }
     }
@@ -464,6 +512,16 @@ impl Bridge {
 impl EventSink for Bridge {
     fn events_queued(&self, login: &LoginKey) {
         self.wake(login);
+    }
+}
+
+impl DeletionHook for Bridge {
+    fn login_deleted<'a>(&'a self, key: &'a LoginKey, reason: &'a str) -> BoxFuture<'a, ()> {
+        Box::pin(async move {
+            if let Err(error) = self.unbridge(key, reason).await {
+                tracing::error!(login = %key, %error, "failed to unbridge a deleted login's portals");
+            }
+        })
     }
 }
 

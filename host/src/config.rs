@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use serde::Deserialize;
+pub use weft_runtime::{HttpConfig, PluginGrants, RuntimeConfig};
 
 /// The whole configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -85,92 +86,6 @@ impl Default for PluginsConfig {
     }
 }
 
-/// Limits for wasm execution.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
-pub struct RuntimeConfig {
-    /// How often the epoch ticker runs. Guests yield to other tasks every
-    /// tick, so this bounds how long one guest holds a worker thread
-    /// (Spin uses 10 ms, Zed 100 ms).
-    pub epoch_tick_ms: u64,
-    /// The per-call deadline a plugin gets unless its manifest and the
-    /// operator's grant say otherwise. A poll that makes a few HTTP calls
-    /// fits well inside it.
-    pub call_deadline_ms: u64,
-    /// The memory a plugin gets unless granted otherwise, in MiB.
-    pub memory_mb: u64,
-    /// How many timers a login may have unless granted otherwise.
-    pub timers: u32,
-    /// The shortest timer period or delay, in milliseconds.
-    pub min_timer_ms: u32,
-    /// How many guest calls may run at once across all logins; the rest
-    /// wait, so a storm of timers cannot starve the host.
-    pub max_concurrent_calls: usize,
-    /// Traps in a row after which a login stops restarting (crash loop).
-    pub max_restarts: u32,
-    /// The first restart delay after a trap; it doubles each time.
-    pub restart_backoff_ms: u64,
-    /// The longest restart delay.
-    pub max_restart_backoff_ms: u64,
-    /// After this long without a trap, a login's trap count resets.
-    pub healthy_after_ms: u64,
-    /// Cache compiled components on disk, under the data directory.
-    pub compile_cache: bool,
-    /// Where the compile cache lives, instead of `<data-dir>/compile-cache`.
-    pub compile_cache_dir: Option<PathBuf>,
-    /// Each login's mailbox: Matrix events wait here while the instance is
-    /// busy; when it is full, senders wait.
-    pub mailbox: usize,
-    /// The most a plugin's KV namespace (one login) may hold, in MiB.
-    pub kv_quota_mb: u64,
-}
-
-impl Default for RuntimeConfig {
-    fn default() -> Self {
-        Self {
-            epoch_tick_ms: 10,
-            call_deadline_ms: 10_000,
-            memory_mb: 64,
-            timers: 16,
-            min_timer_ms: 1_000,
-            max_concurrent_calls: 64,
-            max_restarts: 5,
-            restart_backoff_ms: 500,
-            max_restart_backoff_ms: 60_000,
-            healthy_after_ms: 60_000,
-            compile_cache: true,
-            compile_cache_dir: None,
-            mailbox: 256,
-            kv_quota_mb: 64,
-        }
-    }
-}
-
-/// Limits for plugins' outgoing HTTP.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case", default)]
-pub struct HttpConfig {
-    /// The timeout of a request that names none.
-    pub default_timeout_ms: u64,
-    /// The longest timeout a request may ask for.
-    pub max_timeout_ms: u64,
-    /// The largest response body a plugin gets unless granted otherwise.
-    pub max_response_bytes: u64,
-    /// The largest request body a plugin may send.
-    pub max_request_bytes: u64,
-}
-
-impl Default for HttpConfig {
-    fn default() -> Self {
-        Self {
-            default_timeout_ms: 10_000,
-            max_timeout_ms: 60_000,
-            max_response_bytes: 8 << 20,
-            max_request_bytes: 4 << 20,
-        }
-    }
-}
-
 /// The admin API: loading plugins and managing logins, for operators.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
@@ -179,36 +94,6 @@ pub struct AdminConfig {
     pub listen: SocketAddr,
     /// The bearer token it requires (at least 16 characters).
     pub token: String,
-}
-
-/// What the operator grants one plugin, and its settings.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
-pub struct PluginGrants {
-    /// URL patterns the plugin may reach: `scheme://host[:port]`, where
-    /// the host may be `*` or start with `*.`, and the port may be `*`.
-    #[serde(default)]
-    pub http: Vec<String>,
-    /// Whether the plugin may reach loopback and private addresses (only
-    /// for hosts it is granted). Off by default: a granted public name
-    /// that resolves to a private address is refused.
-    #[serde(default)]
-    pub private_networks: bool,
-    /// The most memory the plugin may ask for, in MiB.
-    pub memory_mb: Option<u64>,
-    /// The most timers per login.
-    pub timers: Option<u32>,
-    /// The longest per-call deadline it may ask for.
-    pub call_deadline_ms: Option<u64>,
-    /// The largest response body it may receive.
-    pub max_response_bytes: Option<u64>,
-    /// Which plugins it may use through the host, by interface, e.g.
-    /// `tokens = "msal"`; overrides the manifest's choice.
-    #[serde(default)]
-    pub uses: BTreeMap<String, String>,
-    /// The plugin's settings, checked against its manifest's schema.
-    #[serde(default)]
-    pub settings: toml::Table,
 }
 
 /// The homeserver the appservice belongs to.
@@ -297,6 +182,15 @@ pub struct BridgeConfig {
     pub max_logins_per_user: usize,
     /// How long a login process may take, in seconds.
     pub login_timeout_secs: u64,
+    /// A login process nobody has touched for this long ends, in seconds
+    /// (a long-polling client touches it every 25 s).
+    pub login_idle_timeout_secs: u64,
+    /// How many login processes one user may have in progress at once.
+    /// Each holds a live instance, so one user must not be able to take
+    /// them all.
+    pub max_login_processes_per_user: usize,
+    /// How many login processes may be in progress at once, host-wide.
+    pub max_login_processes: usize,
 }
 
 impl Default for BridgeConfig {
@@ -305,6 +199,9 @@ impl Default for BridgeConfig {
             permitted: Vec::new(),
             max_logins_per_user: 0,
             login_timeout_secs: 30 * 60,
+            login_idle_timeout_secs: 10 * 60,
+            max_login_processes_per_user: 3,
+            max_login_processes: 256,
         }
     }
 }
@@ -364,6 +261,9 @@ impl Config {
         };
         absolute(&mut self.data_dir);
         absolute(&mut self.plugins.dir);
+        if let Some(cache) = &mut self.runtime.compile_cache_dir {
+            absolute(cache);
+        }
         if let Some(appservice) = &mut self.appservice {
             absolute(&mut appservice.registration);
         }
@@ -378,18 +278,33 @@ impl Config {
         if self.homeserver.is_some() != self.appservice.is_some() {
             bail!("[homeserver] and [appservice] go together: set both or neither");
         }
-        if self.runtime.epoch_tick_ms == 0
-            || self.runtime.max_concurrent_calls == 0
-            || self.runtime.mailbox == 0
-        {
-            bail!("[runtime] epoch-tick-ms, max-concurrent-calls and mailbox must be positive");
-        }
+        self.runtime.check().map_err(anyhow::Error::msg)?;
         Ok(())
     }
 
     /// The operator's grants for plugin `id` (empty if none are set).
     pub fn grants(&self, id: &str) -> PluginGrants {
         self.plugin.get(id).cloned().unwrap_or_default()
+    }
+
+    /// Where compiled components are cached, if the cache is on.
+    pub fn compile_cache_dir(&self) -> Option<PathBuf> {
+        self.runtime.compile_cache.then(|| {
+            self.runtime
+                .compile_cache_dir
+                .clone()
+                .unwrap_or_else(|| self.data_dir.join("compile-cache"))
+        })
+    }
+
+    /// What the runtime needs from this config.
+    pub fn runtime_options(&self) -> weft_runtime::RuntimeOptions {
+        weft_runtime::RuntimeOptions {
+            runtime: self.runtime.clone(),
+            http: self.http.clone(),
+            grants: self.plugin.clone(),
+            compile_cache: self.compile_cache_dir(),
+        }
     }
 }
 

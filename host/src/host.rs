@@ -8,19 +8,18 @@ use anyhow::{Context, Result};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use weft_runtime::Registry;
+use weft_storage::{SledStorage, Storage};
+
 use crate::admin::{self, AdminState};
-use crate::bridge::Bridge;
+use crate::bridge::{Bridge, BridgeParts};
 use crate::bridge::store::BridgeStore;
 use crate::config::Config;
 use crate::login_process::LoginProcesses;
-use crate::logins::{LoginKey, LoginStore};
+use crate::logins::{LoginKey, LoginStore, Logins};
 use crate::matrix::{HomeserverClient, Namespaces, registration};
 use crate::outbox::{EventSink, Outbox};
-use crate::registry::{PluginTable, Registry};
-use crate::runtime::Runtime;
-use crate::runtime::http_client::HttpClients;
-use crate::runtime::state::Services;
-use crate::storage::{SledStorage, Storage, trees};
+use crate::services::RuntimeServices;
 use crate::watcher::{self, LoadErrors};
 
 /// What to start the host with, beyond the config.
@@ -36,8 +35,10 @@ pub struct HostOptions {
 /// A running host.
 pub struct Host {
     config: Arc<Config>,
-    services: Arc<Services>,
+    storage: Arc<dyn Storage>,
     registry: Arc<Registry>,
+    logins: Arc<Logins>,
+    outbox: Arc<Outbox>,
     bridge: Option<Arc<Bridge>>,
     load_errors: LoadErrors,
     admin_addr: Option<SocketAddr>,
@@ -67,45 +68,47 @@ impl Host {
                 Arc::new(SledStorage::open(&path).context("failed to open the database")?)
             }
         };
-        let runtime = Runtime::new(&config)?;
         let outbox = Arc::new(Outbox::open(&storage)?);
-        let plugins = Arc::new(PluginTable::default());
-        let services = Arc::new(Services {
-            kv: storage.tree(trees::PLUGIN_KV)?,
-            logins: LoginStore::open(&storage)?,
-            outbox: outbox.clone(),
-            http: HttpClients::new()?,
-            http_config: config.http.clone(),
-            runtime,
-            plugins: plugins.clone(),
-            storage,
-        });
-        let registry = Registry::new(config.clone(), services.clone(), plugins);
+        let login_store = LoginStore::open(&storage)?;
+        let bot_localpart = config.appservice.as_ref().map(|a| a.bot_username.clone());
+        let services = Arc::new(RuntimeServices::new(
+            login_store.clone(),
+            outbox.clone(),
+            bot_localpart,
+        ));
+        let registry = Registry::new(config.runtime_options(), storage.clone(), services)?;
+        let logins = Logins::new(
+            login_store,
+            registry.clone(),
+            outbox.clone(),
+            storage.clone(),
+        );
 
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut servers = Vec::new();
 
         let mut bridge = None;
         let mut appservice_addr = None;
+        let mut registration_warnings = None;
         if let (Some(homeserver), Some(appservice)) = (&config.homeserver, &config.appservice) {
             let registration = registration::read(&appservice.registration)?;
             let client = HomeserverClient::new(&homeserver.url, &registration.as_token)?;
-            let namespaces = Namespaces {
-                domain: homeserver.domain.clone(),
-                bot_localpart: registration.sender_localpart.clone(),
-            };
-            let store = BridgeStore::open(&services.storage)?;
-            let processes = LoginProcesses::new(registry.clone(), config.clone());
-            let the_bridge = Bridge::new(
+            let namespaces = Namespaces::new(&homeserver.domain, &registration.sender_localpart)
+                .context("the registration's sender_localpart and [homeserver] domain do not make a user id")?;
+            let store = BridgeStore::open(&storage)?;
+            let processes = LoginProcesses::new(registry.clone(), logins.clone(), config.clone());
+            let the_bridge = Bridge::new(BridgeParts {
                 client,
                 namespaces,
                 store,
-                registry.clone(),
+                registry: registry.clone(),
+                logins: logins.clone(),
                 processes,
-                config.clone(),
-                outbox.clone(),
-            );
-            registry.set_load_hook(namespace_check(&registration, &homeserver.domain));
+                config: config.clone(),
+                outbox: outbox.clone(),
+            });
+            logins.set_deletion_hook(the_bridge.clone());
+            registration_warnings = Some((registration.clone(), homeserver.domain.clone()));
             let router = crate::appservice::router(
                 the_bridge.clone(),
                 &registration.hs_token,
@@ -142,6 +145,8 @@ impl Host {
         if let Some(admin_config) = &config.admin {
             let state = AdminState {
                 registry: registry.clone(),
+                logins: logins.clone(),
+                outbox: outbox.clone(),
                 token: admin_config.token.clone().into(),
                 load_errors: load_errors.clone(),
             };
@@ -159,6 +164,9 @@ impl Host {
 
         if config.plugins.dir.is_dir() {
             watcher::load_dir(&registry, &load_errors, &config.plugins.dir).await?;
+            if let Some((registration, domain)) = &registration_warnings {
+                warn_uncovered_namespaces(&registry, registration, domain);
+            }
         } else {
             tracing::warn!(dir = %config.plugins.dir.display(), "the plugins directory does not exist; no plugins loaded");
         }
@@ -175,8 +183,10 @@ impl Host {
 
         Ok(Self {
             config,
-            services,
+            storage,
             registry,
+            logins,
+            outbox,
             bridge,
             load_errors,
             admin_addr,
@@ -197,9 +207,14 @@ impl Host {
         &self.registry
     }
 
-    /// Host services.
-    pub fn services(&self) -> &Arc<Services> {
-        &self.services
+    /// Logins: create, renew, delete.
+    pub fn logins(&self) -> &Arc<Logins> {
+        &self.logins
+    }
+
+    /// The outbox of remote events, and the dead letters.
+    pub fn outbox(&self) -> &Arc<Outbox> {
+        &self.outbox
     }
 
     /// The bridge, if a homeserver is configured.
@@ -231,21 +246,24 @@ impl Host {
         for server in self.servers {
             let _ = server.await;
         }
-        self.services.outbox.clear_sink();
+        self.outbox.clear_sink();
+        self.logins.clear_deletion_hook();
         if let Some(bridge) = &self.bridge {
             bridge.shutdown().await;
         }
         self.registry.shutdown().await;
-        if let Err(error) = crate::storage::flush_async(&self.services.storage).await {
+        if let Err(error) = weft_storage::flush_async(&self.storage).await {
             tracing::error!(%error, "failed to flush storage at shutdown");
         }
         // The database closes when its last handle goes; tasks finishing
         // their last step may hold one for a moment. Wait for them, so the
         // same process can open the database again (a restart).
-        let storage = Arc::downgrade(&self.services.storage);
+        let storage = Arc::downgrade(&self.storage);
         drop(self.bridge);
         drop(self.registry);
-        drop(self.services);
+        drop(self.logins);
+        drop(self.outbox);
+        drop(self.storage);
         for _ in 0..100 {
             if storage.strong_count() == 0 {
                 break;
@@ -287,48 +305,58 @@ pub(crate) async fn serve(
     Ok((local, task))
 }
 
-/// Warns when a loaded connector's ghosts are outside the registration's
-/// namespaces: the homeserver would refuse them until the registration is
-/// regenerated and the homeserver restarted.
-fn namespace_check(
+/// Warns about loaded connectors whose ghosts are outside the
+/// registration's namespaces: the homeserver refuses them until the
+/// registration is regenerated and the homeserver restarted.
+fn warn_uncovered_namespaces(
+    registry: &Registry,
     registration: &ruma::api::appservice::Registration,
     domain: &str,
-) -> crate::registry::LoadHook {
-    let registration = registration.clone();
-    let domain = domain.to_owned();
-    Arc::new(move |plugin| {
-        if plugin.manifest.world != crate::runtime::manifest::World::Connector {
-            return;
-        }
-        let prefix = plugin.manifest.ghost_prefix();
-        if !registration::covers(&registration, &prefix, &domain) {
+) {
+    for plugin in registry.connectors() {
+        let Some(prefix) = &plugin.capabilities.ghost_prefix else {
+            continue;
+        };
+        if !registration::covers(registration, prefix, domain) {
             tracing::warn!(
                 plugin = plugin.id(),
                 namespace = %format!("@{prefix}*:{domain}"),
                 "this plugin's ghosts are not in the appservice registration: run `weft generate-registration` and restart the homeserver"
             );
         }
-    })
+    }
 }
 
-/// Registers and names the bot, retrying while the homeserver starts.
+/// Registers and names the bot, retrying while the homeserver starts:
+/// for about ten seconds before the host goes on, then in the background.
 async fn prepare_bot(bridge: &Arc<Bridge>) {
-    for attempt in 0..20 {
+    let mut backoff = crate::matrix::client::retry_backoff();
+    let started = std::time::Instant::now();
+    loop {
         match bridge.prepare_bot().await {
             Ok(()) => return,
             Err(error) => {
-                if attempt == 0 {
-                    tracing::warn!(%error, "the homeserver is not ready; retrying");
+                if started.elapsed() > std::time::Duration::from_secs(10) {
+                    tracing::warn!(%error, "the homeserver is not ready; retrying in the background");
+                    break;
                 }
-                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+                let delay = error
+                    .retry_after()
+                    .or_else(|| backoff.next())
+                    .unwrap_or(std::time::Duration::from_secs(1));
+                tokio::time::sleep(delay.min(std::time::Duration::from_secs(2))).await;
             }
         }
     }
     let bridge = bridge.clone();
     tokio::spawn(async move {
         while let Err(error) = bridge.prepare_bot().await {
-            tracing::warn!(%error, "the homeserver is still not reachable");
-            tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+            let delay = error
+                .retry_after()
+                .or_else(|| backoff.next())
+                .unwrap_or(std::time::Duration::from_secs(60));
+            tracing::warn!(%error, retry_in_ms = delay.as_millis() as u64, "the homeserver is still not reachable");
+            tokio::time::sleep(delay).await;
         }
     });
 }

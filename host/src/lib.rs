@@ -1,5 +1,7 @@
-//! The weft host: runs Matrix-bridge connectors as sandboxed WebAssembly
-//! components. See `ARCHITECTURE.md` at the repository root for the map.
+//! The weft host: the Matrix side of weft. It embeds the plugin runtime
+//! (`weft-runtime`) and storage (`weft-storage`) and adds the bridge, the
+//! appservice, the provisioning and admin APIs, and the `weft` binary.
+//! See `ARCHITECTURE.md` at the repository root for the map.
 
 pub mod admin;
 pub mod api_error;
@@ -13,10 +15,9 @@ pub mod logins;
 pub mod matrix;
 pub mod outbox;
 pub mod provisioning;
-pub mod registry;
-pub mod runtime;
-pub mod storage;
+pub mod services;
 pub mod telemetry;
+pub mod trees;
 pub mod watcher;
 
 /// Installs the TLS crypto provider (ring) for every HTTP client in the

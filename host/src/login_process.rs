@@ -16,16 +16,16 @@ use std::time::{Duration, Instant};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde::Serialize;
+use weft_runtime::connector::PluginError;
+use weft_runtime::login_flow::{self as flow, LoginStep, StepParams};
+use weft_runtime::plugin::LoadedPlugin;
+use weft_runtime::process::{FlowResult, ProcessInstance};
+use weft_runtime::{CallError, Registry, RegistryError};
+
+pub use weft_runtime::login_flow::StepInput;
 
 use crate::config::Config;
-use crate::logins::{BridgeState, LoginKey, LoginRecord, StateEvent, now_ms};
-use crate::registry::{Registry, RegistryError};
-use crate::runtime::actor::plugin_error_message;
-use crate::runtime::bindings::{connector, login_provider};
-use crate::runtime::instance::{CallError, Instance};
-use crate::runtime::manifest::World;
-use crate::runtime::plugin::LoadedPlugin;
-use crate::runtime::state::{InstanceContext, InstanceRole, kv_namespace};
+use crate::logins::{BridgeState, LoginError, LoginKey, LoginRecord, Logins, StateEvent, now_ms};
 
 /// How long a `display_and_wait` long poll waits before answering with the
 /// same step (clients then ask again).
@@ -62,6 +62,14 @@ pub enum ProcessError {
     /// The user has the maximum number of logins.
     #[error("you have reached the maximum of {0} logins")]
     TooManyLogins(usize),
+    /// The user has the maximum number of login processes in progress.
+    #[error(
+        "you already have {0} logins in progress; finish or cancel one (or wait for it to time out) before starting another"
+    )]
+    TooManyProcesses(usize),
+    /// The host has the maximum number of login processes in progress.
+    #[error("the bridge is busy with other logins; try again in a minute")]
+    Busy,
     /// The remote account is logged in by another Matrix user.
     #[error(
         "this remote account is already logged in by another Matrix user; they must log out first"
@@ -76,6 +84,15 @@ pub enum ProcessError {
     /// Storing the login failed.
     #[error(transparent)]
     Registry(#[from] RegistryError),
+    /// Storing the login failed.
+    #[error(transparent)]
+    Login(#[from] LoginError),
+}
+
+impl From<weft_storage::StorageError> for ProcessError {
+    fn from(error: weft_storage::StorageError) -> Self {
+        Self::Login(error.into())
+    }
 }
 
 /// A login flow as clients see it.
@@ -217,7 +234,7 @@ struct Process {
     user: String,
     plugin: Arc<LoadedPlugin>,
     relogin: Option<LoginKey>,
-    instance: Option<Instance>,
+    instance: Option<ProcessInstance>,
     step: StepView,
     poll_after_ms: u32,
     finished: Option<Finish>,
@@ -227,183 +244,146 @@ struct Entry {
     process: tokio::sync::Mutex<Process>,
     cancelled: AtomicBool,
     started: Instant,
+    /// When a client last touched it.
+    touched: Mutex<Instant>,
     user: String,
+}
+
+impl Entry {
+    fn touch(&self) {
+        *self.touched.lock().expect("process lock poisoned") = Instant::now();
+    }
+
+    fn idle(&self) -> Duration {
+        self.touched
+            .lock()
+            .expect("process lock poisoned")
+            .elapsed()
+    }
 }
 
 /// Every login process in progress.
 pub struct LoginProcesses {
     registry: Arc<Registry>,
+    logins: Arc<Logins>,
     config: Arc<Config>,
     processes: Mutex<BTreeMap<String, Arc<Entry>>>,
 }
 
-macro_rules! convert_step {
-    ($module:path, $step:expr) => {{
-        use $module as w;
-        let step: w::LoginStep = $step;
-        let kind_name = |k: w::FieldKind| match k {
-            w::FieldKind::Username => "username",
-            w::FieldKind::Password => "password",
-            w::FieldKind::PhoneNumber => "phone_number",
-            w::FieldKind::Email => "email",
-            w::FieldKind::TwoFactorCode => "2fa_code",
-            w::FieldKind::Token => "token",
-            w::FieldKind::Url => "url",
-            w::FieldKind::Domain => "domain",
-            w::FieldKind::Select => "select",
-            w::FieldKind::CaptchaCode => "captcha_code",
-        };
-        let view = |kind: &str, params: StepParamsView| StepView {
-            kind: kind.to_owned(),
-            step_id: step.step_id.clone(),
-            instructions: step.instructions.clone(),
-            params,
-        };
-        match step.params {
-            w::StepParams::UserInput(fields) => PluginStep::Step {
-                view: view(
-                    "user_input",
-                    StepParamsView::UserInput {
-                        fields: fields
-                            .into_iter()
-                            .map(|f| FieldView {
-                                kind: kind_name(f.kind).to_owned(),
-                                id: f.id,
-                                name: f.name,
-                                description: f.description,
-                                default_value: f.default_value,
-                                pattern: f.pattern,
-                                options: f.options,
-                            })
-                            .collect(),
-                    },
-                ),
-                poll_after_ms: 0,
-            },
-            w::StepParams::Cookies(c) => {
-                let source_kind = |k: w::CookieSourceKind| match k {
-                    w::CookieSourceKind::Cookie => "cookie",
-                    w::CookieSourceKind::LocalStorage => "local_storage",
-                    w::CookieSourceKind::RequestHeader => "request_header",
-                    w::CookieSourceKind::RequestBody => "request_body",
-                    w::CookieSourceKind::Special => "special",
-                };
-                let fields: Vec<serde_json::Value> = c
-                    .fields
-                    .into_iter()
-                    .map(|f| {
-                        let sources: Vec<serde_json::Value> = f
-                            .sources
-                            .into_iter()
-                            .map(|s| serde_json::json!({
-                                "type": source_kind(s.kind), "name": s.name,
-                                "request_url_regex": s.request_url_regex, "cookie_domain": s.cookie_domain,
-                            }))
-                            .collect();
-                        serde_json::json!({ "id": f.id, "required": f.required, "sources": sources, "pattern": f.pattern })
-                    })
-                    .collect();
-                PluginStep::Step {
-                    view: view(
-                        "cookies",
-                        StepParamsView::Cookies(serde_json::json!({
-                            "url": c.url, "user_agent": c.user_agent, "fields": fields,
-                            "extract_js": c.extract_js, "wait_for_url_pattern": c.wait_for_url_pattern,
-                        })),
-                    ),
-                    poll_after_ms: 0,
-                }
-            }
-            w::StepParams::DisplayAndWait(d) => PluginStep::Step {
-                view: view(
-                    "display_and_wait",
-                    StepParamsView::DisplayAndWait {
-                        kind: match d.kind {
-                            w::DisplayKind::Qr => "qr",
-                            w::DisplayKind::Emoji => "emoji",
-                            w::DisplayKind::Code => "code",
-                            w::DisplayKind::Nothing => "nothing",
-                        }
-                        .to_owned(),
-                        data: d.data,
-                        image_url: d.image_url,
-                    },
-                ),
-                poll_after_ms: d.poll_after_ms,
-            },
-            w::StepParams::Complete(c) => PluginStep::Complete {
-                login_id: c.login_id,
-                remote_name: c.remote_name,
-                metadata: c.metadata,
-                step_id: step.step_id.clone(),
-            },
-        }
-    }};
-}
-
-use connector::exports::weft::plugin::login_flow as connector_flow;
-use login_provider::exports::weft::plugin::login_flow as provider_flow;
-
-/// The input for a step, independent of the plugin's role.
-#[derive(Debug, Clone)]
-pub enum StepInput {
-    /// Values of a user-input step.
-    UserInput(Vec<(String, String)>),
-    /// Values of a cookies step.
-    Cookies(Vec<(String, String)>),
-    /// A display-and-wait poll.
-    Wait,
-}
-
-async fn plugin_start(
-    instance: &mut Instance,
-    world: World,
-    flow: &str,
-    relogin: Option<&str>,
-) -> Result<PluginStep, ProcessError> {
-    match world {
-        World::Connector => match instance.connector_login_start(flow, relogin).await? {
-            Ok(step) => Ok(convert_step!(connector_flow, step)),
-            Err(e) => Err(ProcessError::Plugin(plugin_error_message(&e))),
-        },
-        World::LoginProvider => match instance.provider_login_start(flow, relogin).await? {
-            Ok(step) => Ok(convert_step!(provider_flow, step)),
-            Err(e) => Err(ProcessError::Plugin(plugin_error_message(&e))),
-        },
-        World::CredentialProvider => Err(ProcessError::UnknownFlow(flow.to_owned())),
+/// The bridgev2 name of a field kind.
+fn field_kind(kind: flow::FieldKind) -> &'static str {
+    match kind {
+        flow::FieldKind::Username => "username",
+        flow::FieldKind::Password => "password",
+        flow::FieldKind::PhoneNumber => "phone_number",
+        flow::FieldKind::Email => "email",
+        flow::FieldKind::TwoFactorCode => "2fa_code",
+        flow::FieldKind::Token => "token",
+        flow::FieldKind::Url => "url",
+        flow::FieldKind::Domain => "domain",
+        flow::FieldKind::Select => "select",
+        flow::FieldKind::CaptchaCode => "captcha_code",
     }
 }
 
-async fn plugin_submit(
-    instance: &mut Instance,
-    world: World,
-    step_id: &str,
-    input: StepInput,
-) -> Result<PluginStep, ProcessError> {
-    match world {
-        World::Connector => {
-            let input = match input {
-                StepInput::UserInput(v) => connector_flow::StepInput::UserInput(v),
-                StepInput::Cookies(v) => connector_flow::StepInput::Cookies(v),
-                StepInput::Wait => connector_flow::StepInput::Wait,
+/// A plugin's step in bridgev2's shape, or its completion.
+fn plugin_step(step: LoginStep) -> PluginStep {
+    let view = |kind: &str, params: StepParamsView| StepView {
+        kind: kind.to_owned(),
+        step_id: step.step_id.clone(),
+        instructions: step.instructions.clone(),
+        params,
+    };
+    match step.params {
+        StepParams::UserInput(fields) => PluginStep::Step {
+            view: view(
+                "user_input",
+                StepParamsView::UserInput {
+                    fields: fields
+                        .into_iter()
+                        .map(|f| FieldView {
+                            kind: field_kind(f.kind).to_owned(),
+                            id: f.id,
+                            name: f.name,
+                            description: f.description,
+                            default_value: f.default_value,
+                            pattern: f.pattern,
+                            options: f.options,
+                        })
+                        .collect(),
+                },
+            ),
+            poll_after_ms: 0,
+        },
+        StepParams::Cookies(c) => {
+            let source_kind = |k: flow::CookieSourceKind| match k {
+                flow::CookieSourceKind::Cookie => "cookie",
+                flow::CookieSourceKind::LocalStorage => "local_storage",
+                flow::CookieSourceKind::RequestHeader => "request_header",
+                flow::CookieSourceKind::RequestBody => "request_body",
+                flow::CookieSourceKind::Special => "special",
             };
-            match instance.connector_login_submit(step_id, &input).await? {
-                Ok(step) => Ok(convert_step!(connector_flow, step)),
-                Err(e) => Err(ProcessError::Plugin(plugin_error_message(&e))),
+            let fields: Vec<serde_json::Value> = c
+                .fields
+                .into_iter()
+                .map(|f| {
+                    let sources: Vec<serde_json::Value> = f
+                        .sources
+                        .into_iter()
+                        .map(|s| {
+                            serde_json::json!({
+                                "type": source_kind(s.kind), "name": s.name,
+                                "request_url_regex": s.request_url_regex, "cookie_domain": s.cookie_domain,
+                            })
+                        })
+                        .collect();
+                    serde_json::json!({ "id": f.id, "required": f.required, "sources": sources, "pattern": f.pattern })
+                })
+                .collect();
+            PluginStep::Step {
+                view: view(
+                    "cookies",
+                    StepParamsView::Cookies(serde_json::json!({
+                        "url": c.url, "user_agent": c.user_agent, "fields": fields,
+                        "extract_js": c.extract_js, "wait_for_url_pattern": c.wait_for_url_pattern,
+                    })),
+                ),
+                poll_after_ms: 0,
             }
         }
-        World::LoginProvider => {
-            let input = match input {
-                StepInput::UserInput(v) => provider_flow::StepInput::UserInput(v),
-                StepInput::Cookies(v) => provider_flow::StepInput::Cookies(v),
-                StepInput::Wait => provider_flow::StepInput::Wait,
-            };
-            match instance.provider_login_submit(step_id, &input).await? {
-                Ok(step) => Ok(convert_step!(provider_flow, step)),
-                Err(e) => Err(ProcessError::Plugin(plugin_error_message(&e))),
-            }
-        }
-        World::CredentialProvider => Err(ProcessError::AlreadyFinished),
+        StepParams::DisplayAndWait(d) => PluginStep::Step {
+            view: view(
+                "display_and_wait",
+                StepParamsView::DisplayAndWait {
+                    kind: match d.kind {
+                        flow::DisplayKind::Qr => "qr",
+                        flow::DisplayKind::Emoji => "emoji",
+                        flow::DisplayKind::Code => "code",
+                        flow::DisplayKind::Nothing => "nothing",
+                    }
+                    .to_owned(),
+                    data: d.data,
+                    image_url: d.image_url,
+                },
+            ),
+            poll_after_ms: d.poll_after_ms,
+        },
+        StepParams::Complete(c) => PluginStep::Complete {
+            login_id: c.login_id,
+            remote_name: c.remote_name,
+            metadata: c.metadata,
+            step_id: step.step_id,
+        },
+    }
+}
+
+/// Sorts a plugin's answer: a step, its refusal (shown to the user as the
+/// plugin wrote it), or a crash.
+fn answer(result: FlowResult) -> Result<PluginStep, ProcessError> {
+    match result? {
+        Ok(step) => Ok(plugin_step(step)),
+        Err(PluginError::InvalidInput(message)) => Err(ProcessError::Plugin(message)),
+        Err(other) => Err(ProcessError::Plugin(other.to_string())),
     }
 }
 
@@ -418,9 +398,10 @@ fn new_process_id() -> String {
 
 impl LoginProcesses {
     /// The process table.
-    pub fn new(registry: Arc<Registry>, config: Arc<Config>) -> Arc<Self> {
+    pub fn new(registry: Arc<Registry>, logins: Arc<Logins>, config: Arc<Config>) -> Arc<Self> {
         Arc::new(Self {
             registry,
+            logins,
             config,
             processes: Mutex::new(BTreeMap::new()),
         })
@@ -458,7 +439,9 @@ impl LoginProcesses {
         let [flow] = matches.as_slice() else {
             return Err(ProcessError::UnknownFlow(reference.to_owned()));
         };
-        let (plugin, flow) = flow.id.split_once(':').expect("flow ids are plugin:flow");
+        let Some((plugin, flow)) = flow.id.split_once(':') else {
+            return Err(ProcessError::UnknownFlow(reference.to_owned()));
+        };
         let plugin = self
             .registry
             .plugin(plugin)
@@ -476,75 +459,87 @@ impl LoginProcesses {
     ) -> Result<(String, StepView), ProcessError> {
         self.reap().await;
         let (plugin, flow_id) = self.resolve_flow(flow)?;
-        let services = self.registry.services().clone();
         if let Some(old) = &relogin {
-            let owned = services
-                .logins
-                .get(old)
-                .map_err(RegistryError::from)?
-                .is_some_and(|r| r.owner == user);
+            let owned = self.logins.store.get(old)?.is_some_and(|r| r.owner == user);
             if !owned {
                 return Err(ProcessError::NotFound(old.to_string()));
             }
         }
-        let max = self.config.bridge.max_logins_per_user;
+        let bridge = &self.config.bridge;
+        let max = bridge.max_logins_per_user;
         if max > 0 && relogin.is_none() {
-            let count = services
-                .logins
-                .of_owner(user)
-                .map_err(RegistryError::from)?
-                .len();
+            let count = self.logins.store.of_owner(user)?.len();
             if count >= max {
                 return Err(ProcessError::TooManyLogins(max));
             }
         }
         let id = new_process_id();
-        let ctx = InstanceContext::new(
-            plugin.clone(),
-            InstanceRole::LoginProcess {
-                process: id.clone(),
-            },
-            services,
-            None,
-        )
-        .map_err(RegistryError::from)?;
-        let mut instance = Instance::new(plugin.clone(), ctx).await?;
-        let relogin_id = relogin.as_ref().map(|k| k.id.clone());
-        let first = plugin_start(
-            &mut instance,
-            plugin.manifest.world,
-            &flow_id,
-            relogin_id.as_deref(),
-        )
-        .await?;
-        let PluginStep::Step {
-            view,
-            poll_after_ms,
-        } = first
-        else {
-            return Err(ProcessError::Plugin(
-                "the plugin completed a login without any step".into(),
-            ));
+        // Each process holds a live instance until it ends: one user may
+        // not hold more than a few, and the host not more than its cap.
+        // The slot is taken before the instance is made, so concurrent
+        // starts cannot all pass the check.
+        let placeholder = {
+            let mut processes = self.processes.lock().expect("process table poisoned");
+            let mine = processes
+                .values()
+                .filter(|e| e.user == user && !e.cancelled.load(Ordering::Relaxed))
+                .count();
+            if mine >= bridge.max_login_processes_per_user {
+                return Err(ProcessError::TooManyProcesses(mine));
+            }
+            if processes.len() >= bridge.max_login_processes {
+                return Err(ProcessError::Busy);
+            }
+            let entry = Arc::new(Entry {
+                process: tokio::sync::Mutex::new(Process {
+                    user: user.to_owned(),
+                    plugin: plugin.clone(),
+                    relogin: relogin.clone(),
+                    instance: None,
+                    step: StepView {
+                        kind: "starting".into(),
+                        step_id: String::new(),
+                        instructions: String::new(),
+                        params: StepParamsView::UserInput { fields: Vec::new() },
+                    },
+                    poll_after_ms: 0,
+                    finished: None,
+                }),
+                cancelled: AtomicBool::new(false),
+                started: Instant::now(),
+                touched: Mutex::new(Instant::now()),
+                user: user.to_owned(),
+            });
+            processes.insert(id.clone(), entry.clone());
+            entry
         };
-        let process = Process {
-            user: user.to_owned(),
-            plugin,
-            relogin,
-            instance: Some(instance),
-            step: view.clone(),
-            poll_after_ms,
-            finished: None,
+        let mut process = placeholder.process.lock().await;
+        let first = async {
+            let mut instance = self.registry.process(&plugin, &id).await?;
+            let relogin_id = relogin.as_ref().map(|k| k.id.clone());
+            let first = answer(instance.start(&flow_id, relogin_id.as_deref()).await);
+            process.instance = Some(instance);
+            first
+        }
+        .await;
+        let (view, poll_after_ms) = match first {
+            Ok(PluginStep::Step {
+                view,
+                poll_after_ms,
+            }) => (view, poll_after_ms),
+            Ok(PluginStep::Complete { .. }) => {
+                self.end(&id, &mut process, Finish::Cancelled).await;
+                return Err(ProcessError::Plugin(
+                    "the plugin completed a login without any step".into(),
+                ));
+            }
+            Err(error) => {
+                self.end(&id, &mut process, Finish::Cancelled).await;
+                return Err(error);
+            }
         };
-        let entry = Arc::new(Entry {
-            process: tokio::sync::Mutex::new(process),
-            cancelled: AtomicBool::new(false),
-            started: Instant::now(),
-            user: user.to_owned(),
-        });
-        self.processes
-            .lock()
-            .expect("process table poisoned")
-            .insert(id.clone(), entry);
+        process.step = view.clone();
+        process.poll_after_ms = poll_after_ms;
         tracing::info!(process = %id, %user, flow, "login process started");
         Ok((id, view))
     }
@@ -561,9 +556,10 @@ impl LoginProcesses {
                 if entry.cancelled.load(Ordering::Relaxed) {
                     return Err(ProcessError::Cancelled);
                 }
-                if entry.started.elapsed() > self.timeout() {
+                if entry.started.elapsed() > self.timeout() || entry.idle() > self.idle_timeout() {
                     return Err(ProcessError::TimedOut);
                 }
+                entry.touch();
                 Ok(entry)
             }
             _ => Err(ProcessError::NotFound(id.to_owned())),
@@ -572,6 +568,10 @@ impl LoginProcesses {
 
     fn timeout(&self) -> Duration {
         Duration::from_secs(self.config.bridge.login_timeout_secs)
+    }
+
+    fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.config.bridge.login_idle_timeout_secs)
     }
 
     /// The current step of process `id`.
@@ -650,12 +650,11 @@ impl LoginProcesses {
         step_id: &str,
         input: StepInput,
     ) -> Result<Progress, ProcessError> {
-        let world = process.plugin.manifest.world;
         let instance = process
             .instance
             .as_mut()
             .ok_or(ProcessError::AlreadyFinished)?;
-        let step = plugin_submit(instance, world, step_id, input).await;
+        let step = answer(instance.submit(step_id, input).await);
         self.settle(id, process, step).await
     }
 
@@ -727,8 +726,7 @@ impl LoginProcesses {
             ));
         }
         let key = LoginKey::new(plugin.id(), login_id);
-        let logins = &self.registry.services().logins;
-        let existing = logins.get(&key).map_err(RegistryError::from)?;
+        let existing = self.logins.store.get(&key)?;
         if let Some(existing) = &existing
             && existing.owner != user
         {
@@ -742,7 +740,7 @@ impl LoginProcesses {
             state: BridgeState::now(StateEvent::Connecting, None, None),
             created_ms: existing.as_ref().map_or_else(now_ms, |r| r.created_ms),
         };
-        self.registry.put_login(record).await?;
+        self.logins.put(record).await?;
         tracing::info!(login = %key, %user, renewed = existing.is_some(), "login completed");
         let replaced = relogin.filter(|old| *old != key);
         Ok(Completed {
@@ -784,27 +782,11 @@ impl LoginProcesses {
     async fn end(&self, id: &str, process: &mut Process, finish: Finish) {
         if let Some(mut instance) = process.instance.take()
             && matches!(finish, Finish::Cancelled)
-            && instance.is_usable()
         {
-            let call = match process.plugin.manifest.world {
-                World::LoginProvider => instance.provider_login_cancel().await,
-                _ => instance.connector_login_cancel().await,
-            };
-            drop(call);
+            instance.cancel().await;
         }
         process.finished = Some(finish);
-        let namespace = kv_namespace(
-            &InstanceRole::LoginProcess {
-                process: id.to_owned(),
-            },
-            process.plugin.id(),
-        );
-        if let Err(error) = self
-            .registry
-            .services()
-            .kv
-            .remove_prefix(namespace.as_bytes())
-        {
+        if let Err(error) = self.registry.clear_process_state(process.plugin.id(), id) {
             tracing::warn!(%error, process = id, "failed to clear a login process's state");
         }
         self.processes
@@ -826,15 +808,17 @@ impl LoginProcesses {
         }
     }
 
-    /// Ends processes older than the login timeout.
+    /// Ends processes older than the login timeout, or idle longer than
+    /// the idle timeout.
     pub async fn reap(&self) {
         let timeout = self.timeout();
+        let idle_timeout = self.idle_timeout();
         let expired: Vec<(String, Arc<Entry>)> = self
             .processes
             .lock()
             .expect("process table poisoned")
             .iter()
-            .filter(|(_, e)| e.started.elapsed() > timeout)
+            .filter(|(_, e)| e.started.elapsed() > timeout || e.idle() > idle_timeout)
             .map(|(id, e)| (id.clone(), e.clone()))
             .collect();
         for (id, entry) in expired {

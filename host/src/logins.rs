@@ -1,51 +1,24 @@
-//! UserLogin records: one per remote account a Matrix user logged in with.
+//! UserLogins: one per remote account a Matrix user logged in with.
 //!
 //! The host owns these records, including the connector's metadata (its
-//! tokens), and hands them to each instance through the `session` import.
+//! tokens), and hands them to each instance through the runtime's
+//! `session` import. [`Logins`] is the one way logins are created,
+//! renewed and deleted, whoever asks (a login process, the admin API, a
+//! logout), so deleting one always stops its actor, drops its queued
+//! events and unbridges its portals.
 
 use std::fmt;
-use std::sync::Arc;
+use std::sync::{Arc, RwLock};
 
+use futures::future::BoxFuture;
 use serde::{Deserialize, Serialize};
+use weft_runtime::events::StateKind;
+use weft_runtime::{LoginHandle, Registry, RegistryError, WorkError};
+pub use weft_runtime::{LoginKey, now_ms};
+use weft_storage::{self as storage, KeyBuf, Storage, Table};
 
-use crate::storage::{self, KeyBuf, Storage, Table, trees};
-
-/// Identifies a login across plugins: the plugin id and the login id the
-/// connector chose. Written `plugin:login-id` in APIs and commands.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-pub struct LoginKey {
-    /// The plugin id.
-    pub plugin: String,
-    /// The connector's login id, e.g. a normalized remote user id.
-    pub id: String,
-}
-
-impl LoginKey {
-    /// A key.
-    pub fn new(plugin: impl Into<String>, id: impl Into<String>) -> Self {
-        Self {
-            plugin: plugin.into(),
-            id: id.into(),
-        }
-    }
-
-    /// Parses `plugin:login-id` (login ids may contain `:` themselves).
-    pub fn parse(text: &str) -> Option<Self> {
-        let (plugin, id) = text.split_once(':')?;
-        (!plugin.is_empty() && !id.is_empty()).then(|| Self::new(plugin, id))
-    }
-
-    /// The storage key prefix of everything that belongs to this login.
-    pub fn storage_prefix(&self) -> KeyBuf {
-        KeyBuf::new().push(&self.plugin).push(&self.id)
-    }
-}
-
-impl fmt::Display for LoginKey {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}:{}", self.plugin, self.id)
-    }
-}
+use crate::outbox::Outbox;
+use crate::trees;
 
 /// A login's bridge state, as in bridgev2.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,6 +36,19 @@ pub enum StateEvent {
     UnknownError,
     /// The remote session ended.
     LoggedOut,
+}
+
+impl From<StateKind> for StateEvent {
+    fn from(kind: StateKind) -> Self {
+        match kind {
+            StateKind::Connecting => Self::Connecting,
+            StateKind::Connected => Self::Connected,
+            StateKind::TransientDisconnect => Self::TransientDisconnect,
+            StateKind::BadCredentials => Self::BadCredentials,
+            StateKind::UnknownError => Self::UnknownError,
+            StateKind::LoggedOut => Self::LoggedOut,
+        }
+    }
 }
 
 impl StateEvent {
@@ -105,14 +91,6 @@ impl BridgeState {
             message,
         }
     }
-}
-
-/// The current time in Unix milliseconds.
-pub fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// One UserLogin.
@@ -236,10 +214,115 @@ impl LoginStore {
     }
 }
 
+/// What else happens when a login is deleted: the bridge unbridges its
+/// portals.
+pub trait DeletionHook: Send + Sync + 'static {
+    /// Login `key` was deleted for `reason` ("logged out", "the login was
+    /// replaced", ...).
+    fn login_deleted<'a>(&'a self, key: &'a LoginKey, reason: &'a str) -> BoxFuture<'a, ()>;
+}
+
+/// Why a login operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LoginError {
+    /// No such login.
+    #[error("no login `{0}`")]
+    Unknown(LoginKey),
+    /// The runtime refused (the plugin is not a connector, storage failed).
+    #[error(transparent)]
+    Runtime(#[from] RegistryError),
+    /// Storage failed.
+    #[error(transparent)]
+    Storage(#[from] storage::StorageError),
+}
+
+/// Creates, renews and deletes logins: the one path for all of them.
+pub struct Logins {
+    /// The records.
+    pub store: LoginStore,
+    registry: Arc<Registry>,
+    outbox: Arc<Outbox>,
+    storage: Arc<dyn Storage>,
+    hook: RwLock<Option<Arc<dyn DeletionHook>>>,
+}
+
+impl Logins {
+    /// The service over `store`.
+    pub fn new(
+        store: LoginStore,
+        registry: Arc<Registry>,
+        outbox: Arc<Outbox>,
+        storage: Arc<dyn Storage>,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            store,
+            registry,
+            outbox,
+            storage,
+            hook: RwLock::new(None),
+        })
+    }
+
+    /// Sets what runs after a login is deleted.
+    pub fn set_deletion_hook(&self, hook: Arc<dyn DeletionHook>) {
+        *self.hook.write().expect("hook lock poisoned") = Some(hook);
+    }
+
+    /// Stops calling the deletion hook (at shutdown: the hook holds the
+    /// bridge, which holds this).
+    pub fn clear_deletion_hook(&self) {
+        *self.hook.write().expect("hook lock poisoned") = None;
+    }
+
+    /// Stores a new login (or renews an existing one: a relogin, whose
+    /// paused timers resume) and starts its actor if its plugin is loaded.
+    pub async fn put(&self, record: LoginRecord) -> Result<Option<LoginHandle>, LoginError> {
+        if let Some(plugin) = self.registry.plugin(&record.key.plugin)
+            && plugin.manifest.world != weft_runtime::manifest::World::Connector
+        {
+            return Err(RegistryError::WrongWorld {
+                plugin: plugin.id().to_owned(),
+                world: plugin.manifest.world.wit_name(),
+                needed: "connector",
+            }
+            .into());
+        }
+        self.store.put(&record)?;
+        storage::flush_async(&self.storage).await?;
+        Ok(self.registry.start_login(&record.key).await?)
+    }
+
+    /// Deletes login `key` and all it holds: its actor (logging out of the
+    /// remote service first if `logout`; a failure there does not stop
+    /// the deletion), its KV and timers, its queued events, its record
+    /// (tokens included) and, through the hook, its portals. Returns the
+    /// remote logout's error, if any.
+    pub async fn delete(
+        &self,
+        key: &LoginKey,
+        logout: bool,
+        reason: &str,
+    ) -> Result<Option<WorkError>, LoginError> {
+        if self.store.get(key)?.is_none() {
+            return Err(LoginError::Unknown(key.clone()));
+        }
+        let logout_error = self.registry.delete_login(key, logout).await?;
+        self.outbox.clear(key)?;
+        self.store.remove(key)?;
+        storage::flush_async(&self.storage).await?;
+        let hook = self.hook.read().expect("hook lock poisoned").clone();
+        if let Some(hook) = hook {
+            hook.login_deleted(key, reason).await;
+        }
+        tracing::info!(login = %key, reason, "login deleted");
+        Ok(logout_error)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::storage::MemoryStorage;
+    use weft_storage::MemoryStorage;
 
     fn record(plugin: &str, id: &str, owner: &str) -> LoginRecord {
         LoginRecord {
@@ -250,15 +333,6 @@ mod tests {
             state: BridgeState::now(StateEvent::Connecting, None, None),
             created_ms: 0,
         }
-    }
-
-    #[test]
-    fn login_keys_with_colons_in_the_id_parse_back() {
-        // Teams login ids look like `8:live:alice`.
-        let key = LoginKey::parse("teams:8:live:alice").unwrap();
-        assert_eq!(key, LoginKey::new("teams", "8:live:alice"));
-        assert_eq!(key.to_string(), "teams:8:live:alice");
-        assert_eq!(LoginKey::parse("no-colon"), None);
     }
 
     #[test]

@@ -47,12 +47,24 @@ enum Command {
         /// The connector component.
         #[arg(long, default_value = "target/plugins/probe.wasm")]
         plugin: PathBuf,
-        /// Idle logins to start, for the memory and upgrade figures.
-        #[arg(long, default_value_t = 200)]
-        logins: usize,
+        /// Live logins to run, one measurement per number (e.g. 1000,10000).
+        #[arg(long, value_delimiter = ',', default_value = "1000")]
+        logins: Vec<usize>,
+        /// Hibernating logins to measure (0: skip).
+        #[arg(long, default_value_t = 0)]
+        hibernating: usize,
         /// Instances to create and calls to time.
         #[arg(long, default_value_t = 200)]
         samples: usize,
+        /// The period of each live login's timer, in milliseconds.
+        #[arg(long, default_value_t = 1000)]
+        tick_ms: u64,
+        /// How long to let the timers tick, in seconds.
+        #[arg(long, default_value_t = 10)]
+        tick_secs: u64,
+        /// The allocator: pooling or on-demand (default: the config's).
+        #[arg(long)]
+        allocator: Option<String>,
     },
     /// Manage the plugins of a running host.
     #[command(subcommand)]
@@ -60,6 +72,15 @@ enum Command {
     /// Manage the logins of a running host.
     #[command(subcommand)]
     Login(LoginCommand),
+    /// Show remote events that could not be bridged.
+    DeadLetters {
+        /// At most this many.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Include each event's stored content (it may hold private messages).
+        #[arg(long)]
+        content: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -143,10 +164,33 @@ fn run_cli() -> Result<()> {
             Command::Bench {
                 plugin,
                 logins,
+                hibernating,
                 samples,
+                tick_ms,
+                tick_secs,
+                allocator,
             } => {
-                weft_host::bench::run(&plugin, weft_host::bench::BenchOptions { logins, samples })
-                    .await
+                let allocator = match allocator.as_deref() {
+                    None => None,
+                    Some("pooling") => Some(weft_runtime::Allocator::Pooling),
+                    Some("on-demand") => Some(weft_runtime::Allocator::OnDemand),
+                    Some(other) => bail!("--allocator is pooling or on-demand, not {other}"),
+                };
+                let options = weft_host::bench::BenchOptions {
+                    logins,
+                    hibernating,
+                    samples,
+                    tick_ms,
+                    tick_for: std::time::Duration::from_secs(tick_secs),
+                    allocator,
+                };
+                weft_host::bench::run(&plugin, options).await
+            }
+            Command::DeadLetters { limit, content } => {
+                let client = AdminClient::new(&cli.config)?;
+                let path = format!("/dead-letters?limit={limit}&content={content}");
+                print(&client.call(reqwest::Method::GET, &path, None).await?);
+                Ok(())
             }
             Command::CheckPlugin { path } => check_plugin(&cli.config, &path).await,
             Command::Plugin(command) => plugin_command(&cli.config, command).await,
@@ -206,11 +250,15 @@ async fn check_plugin(config_path: &Path, path: &Path) -> Result<()> {
         Config::from_toml("", Path::new("."))?
     };
     weft_host::init_tls();
-    let mut config = config;
-    config.runtime.compile_cache = false;
-    let runtime = weft_host::runtime::Runtime::new(&config)?;
-    let source = weft_host::runtime::plugin::PluginSource::read(path)?;
-    let plugin = weft_host::runtime::plugin::load(&runtime, source, &config).await?;
+    let source = weft_runtime::plugin::PluginSource::read(path)?;
+    let manifest = weft_runtime::manifest::Manifest::parse(&source.manifest)?;
+    let plugin = weft_runtime::plugin::check_offline(
+        source,
+        &config.grants(&manifest.id),
+        &config.runtime,
+        &config.http,
+    )
+    .await?;
     println!(
         "{} {} ({}) loads: memory {} MiB, call deadline {} ms, http {:?}",
         plugin.id(),

@@ -181,10 +181,14 @@ fn process_error(error: ProcessError) -> ApiError {
         ProcessError::AlreadyFinished => (StatusCode::GONE, "FI.MAU.BRIDGE.LOGIN_ALREADY_FINISHED"),
         ProcessError::WrongStep { .. } => (StatusCode::BAD_REQUEST, "M_BAD_STATE"),
         ProcessError::TooManyLogins(_) => (StatusCode::FORBIDDEN, "FI.MAU.BRIDGE.TOO_MANY_LOGINS"),
+        ProcessError::TooManyProcesses(_) | ProcessError::Busy => {
+            return ApiError::new(StatusCode::TOO_MANY_REQUESTS, "M_LIMIT_EXCEEDED", message)
+                .with_retry_after(Duration::from_secs(30));
+        }
         ProcessError::LoginConflict => (StatusCode::CONFLICT, "FI.MAU.BRIDGE.LOGIN_CONFLICT"),
         ProcessError::Plugin(_) => (StatusCode::BAD_REQUEST, "FI.MAU.BRIDGE.LOGIN_FAILED"),
         ProcessError::Crashed(_) => (StatusCode::BAD_GATEWAY, "FI.MAU.BRIDGE.LOGIN_FAILED"),
-        ProcessError::Registry(_) => return ApiError::internal(error),
+        ProcessError::Registry(_) | ProcessError::Login(_) => return ApiError::internal(error),
     };
     ApiError::new(status, errcode, message)
 }
@@ -233,9 +237,8 @@ async fn whoami_handler(
 ) -> ApiResult<Json<Value>> {
     let bridge = &state.bridge;
     let logins: Vec<LoginView> = bridge
-        .registry
-        .services()
         .logins
+        .store
         .of_owner(user.as_str())?
         .into_iter()
         .map(|r| LoginView {
@@ -402,9 +405,8 @@ async fn list_logins(
 ) -> ApiResult<Json<Value>> {
     let ids: Vec<String> = state
         .bridge
-        .registry
-        .services()
         .logins
+        .store
         .of_owner(user.as_str())?
         .into_iter()
         .map(|r| r.key.to_string())
@@ -420,12 +422,7 @@ async fn logout(
     Extension(ActingUser(user)): Extension<ActingUser>,
     Path(login): Path<String>,
 ) -> ApiResult<Json<Value>> {
-    let mine = state
-        .bridge
-        .registry
-        .services()
-        .logins
-        .of_owner(user.as_str())?;
+    let mine = state.bridge.logins.store.of_owner(user.as_str())?;
     let keys: Vec<LoginKey> = if login == "all" {
         mine.into_iter().map(|r| r.key).collect()
     } else {

@@ -15,24 +15,14 @@ use std::time::Duration;
 use notify_debouncer_mini::{DebounceEventResult, new_debouncer, notify::RecursiveMode};
 use tokio::sync::mpsc;
 
-use crate::registry::{LoadOutcome, Registry};
+use weft_runtime::plugin::components_in;
+use weft_runtime::{LoadOutcome, Registry};
 
 /// The last load error per file.
 pub type LoadErrors = Arc<Mutex<BTreeMap<PathBuf, String>>>;
 
 /// How long the directory must be quiet before changes are acted on.
 const DEBOUNCE: Duration = Duration::from_millis(400);
-
-/// The components in `dir`, in name order.
-pub fn components_in(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)?
-        .flatten()
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "wasm") && p.is_file())
-        .collect();
-    paths.sort();
-    Ok(paths)
-}
 
 /// Loads (or upgrades to) `path`, recording the outcome in `errors`.
 pub async fn load_one(registry: &Registry, errors: &LoadErrors, path: &Path) {
@@ -101,7 +91,7 @@ pub fn watch(
 }
 
 async fn unload_removed(registry: &Registry, path: &Path) {
-    for plugin in registry.plugins().await {
+    for plugin in registry.plugins() {
         if plugin.source.as_deref() == Some(path.display().to_string().as_str()) {
             match registry.unload(&plugin.id).await {
                 Ok(()) => {

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use weft_host::logins::LoginKey;
-use weft_host::registry::{LoadOutcome, RegistryError};
-use weft_host::runtime::plugin::{LoadError, embedded_manifest};
+use weft_runtime::plugin::{LoadError, embedded_manifest};
+use weft_runtime::{LoadOutcome, RegistryError};
 use weft_tests::echo::Echo;
 use weft_tests::host::{TestHost, ask, copy_component, send};
 use weft_tests::{component, eventually};
@@ -50,8 +50,8 @@ async fn upgrading_echo_while_logins_are_live_keeps_their_kv_state_and_loses_no_
     // Both logins sync their greeting from the echo bot.
     test.events
         .wait_for("both greetings", |_| {
-            !test.events.message_ids(&alice.key).is_empty()
-                && !test.events.message_ids(&bob.key).is_empty()
+            !test.events.message_ids(alice.key()).is_empty()
+                && !test.events.message_ids(bob.key()).is_empty()
         })
         .await;
 
@@ -101,12 +101,12 @@ async fn upgrading_echo_while_logins_are_live_keeps_their_kv_state_and_loses_no_
         .clone();
     test.events
         .wait_for("the last messages", |_| {
-            test.events.message_ids(&alice.key).contains(&last_alice)
-                && test.events.message_ids(&bob.key).contains(&last_bob)
+            test.events.message_ids(alice.key()).contains(&last_alice)
+                && test.events.message_ids(bob.key()).contains(&last_bob)
         })
         .await;
 
-    for (login, who) in [(&alice.key, "alice"), (&bob.key, "bob")] {
+    for (login, who) in [(alice.key(), "alice"), (bob.key(), "bob")] {
         let ids = test.events.message_ids(login);
         let mut counts: BTreeMap<&String, usize> = BTreeMap::new();
         for id in &ids {
@@ -122,7 +122,7 @@ async fn upgrading_echo_while_logins_are_live_keeps_their_kv_state_and_loses_no_
             assert!(ids.contains(id), "{who} never saw {id}");
         }
     }
-    let kv = test.host.registry().login_kv(&alice.key, "echo").unwrap();
+    let kv = test.host.registry().login_kv(alice.key(), "echo").unwrap();
     let cursor: u64 = kv
         .iter()
         .find(|(k, _)| k == "cursor")
@@ -361,7 +361,6 @@ async fn the_admin_api_loads_plugins_and_refuses_without_its_token() {
         .host
         .registry()
         .login(&LoginKey::new("probe", "carol"))
-        .await
         .unwrap();
     assert_eq!(ask(&login, "whoami").await, "carol");
 }

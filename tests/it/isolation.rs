@@ -1,7 +1,6 @@
 //! Two logins of one plugin share nothing.
 
-use weft_host::runtime::actor::{Phase, WorkError};
-use weft_host::runtime::instance::CallError;
+use weft_runtime::{CallError, Phase, WorkError};
 use weft_tests::host::{TestHost, ask, send};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -20,9 +19,9 @@ async fn two_logins_of_one_plugin_each_see_only_their_own_kv() {
     assert_eq!(ask(&alice, "kv-list").await, "colour,starts");
     // The host's storage agrees: two namespaces, one value each.
     let registry = test.host.registry();
-    let alice_kv = registry.login_kv(&alice.key, "probe").unwrap();
+    let alice_kv = registry.login_kv(alice.key(), "probe").unwrap();
     assert!(alice_kv.contains(&("colour".into(), b"red".to_vec())));
-    let bob_kv = registry.login_kv(&bob.key, "probe").unwrap();
+    let bob_kv = registry.login_kv(bob.key(), "probe").unwrap();
     assert!(bob_kv.contains(&("colour".into(), b"blue".to_vec())));
 }
 

@@ -4,8 +4,7 @@
 use std::time::Duration;
 
 use weft_host::logins::StateEvent;
-use weft_host::runtime::actor::{Phase, WorkError};
-use weft_host::runtime::instance::CallError;
+use weft_runtime::{CallError, Phase, WorkError};
 use weft_tests::host::{TestHost, ask, send};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -100,13 +99,7 @@ async fn a_plugin_that_traps_on_every_start_stops_in_a_crash_loop_with_a_clear_s
     assert_eq!(status.strikes, 4);
     assert!(status.last_error.unwrap().contains("traps in start"));
     // The login's bridge state tells the user why.
-    let record = test
-        .host
-        .services()
-        .logins
-        .get(&login.key)
-        .unwrap()
-        .unwrap();
+    let record = test.host.logins().store.get(login.key()).unwrap().unwrap();
     assert_eq!(record.state.state_event, StateEvent::UnknownError);
     assert_eq!(record.state.error.as_deref(), Some("plugin-crash-loop"));
     assert!(
@@ -159,21 +152,21 @@ async fn a_kv_namespace_stops_growing_at_its_quota_and_deleting_frees_room() {
 async fn an_operator_restarts_a_login_stopped_in_a_crash_loop_once_the_cause_is_fixed() {
     let test = TestHost::builder().plugin("probe").start().await;
     let login = test.login("probe", "fragile").await;
-    // Every 0.1.0 instance traps in `start` from now on.
-    ask(&login, "kv-set trap-on-start-version 0.1.0").await;
+    // Every instance traps in `start` for the next second.
+    let until = weft_host::logins::now_ms() + 1_000;
+    ask(&login, &format!("kv-set-u64 trap-on-start-until {until}")).await;
     let _ = send(&login, "trap").await;
     login
         .wait_for(Duration::from_secs(20), |s| s.phase == Phase::Failed)
         .await
         .expect("crash loop");
 
-    // The cause is fixed (here: the state that made it trap), then the
-    // operator restarts the login through the admin API.
-    let registry = test.host.registry();
-    let prefix = weft_host::runtime::state::login_kv_prefix(&login.key)
-        .push("probe")
-        .push_raw("trap-on-start-version");
-    registry.services().kv.remove(prefix.as_bytes()).unwrap();
+    // The cause goes away (here: the time passes), then the operator
+    // restarts the login through the admin API.
+    weft_tests::eventually(Duration::from_secs(5), "the trap window to pass", || {
+        (weft_host::logins::now_ms() > until).then_some(())
+    })
+    .await;
     let url = format!(
         "http://{}/_weft/admin/v1/logins/probe:fragile/restart",
         test.host.admin_addr().unwrap()
@@ -190,4 +183,6 @@ async fn an_operator_restarts_a_login_stopped_in_a_crash_loop_once_the_cause_is_
         .await
         .expect("running again");
     assert_eq!(ask(&login, "version").await, "0.1.0");
+    // The restart is a fresh start, not a left-over restart attempt.
+    assert_eq!(login.status().strikes, 0);
 }

@@ -8,7 +8,11 @@ use weft_tests::host::TestHost;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cookies_step_is_shaped_like_bridgev2_and_completes_a_login() {
     let test = TestHost::builder().plugin("probe").start().await;
-    let processes = LoginProcesses::new(test.host.registry().clone(), test.host.config().clone());
+    let processes = LoginProcesses::new(
+        test.host.registry().clone(),
+        test.host.logins().clone(),
+        test.host.config().clone(),
+    );
     let (id, step) = processes
         .start("@carol:test", "probe:cookies", None)
         .await
@@ -38,9 +42,9 @@ async fn a_cookies_step_is_shaped_like_bridgev2_and_completes_a_login() {
     };
     assert_eq!(done.key, LoginKey::new("probe", "user-abc"));
     // The login exists, owned by the user, and runs.
-    let record = test.host.services().logins.get(&done.key).unwrap().unwrap();
+    let record = test.host.logins().store.get(&done.key).unwrap().unwrap();
     assert_eq!(record.owner, "@carol:test");
-    assert!(test.host.registry().login(&done.key).await.is_some());
+    assert!(test.host.registry().login(&done.key).is_some());
     // The finished process is gone.
     assert!(matches!(
         processes.current(&id, "@carol:test").await,
@@ -51,7 +55,11 @@ async fn a_cookies_step_is_shaped_like_bridgev2_and_completes_a_login() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_login_process_belongs_to_its_user_and_cancelling_ends_it() {
     let test = TestHost::builder().plugin("probe").start().await;
-    let processes = LoginProcesses::new(test.host.registry().clone(), test.host.config().clone());
+    let processes = LoginProcesses::new(
+        test.host.registry().clone(),
+        test.host.logins().clone(),
+        test.host.config().clone(),
+    );
     let (id, step) = processes
         .start("@carol:test", "probe:token", None)
         .await
@@ -87,5 +95,5 @@ async fn a_login_process_belongs_to_its_user_and_cancelling_ends_it() {
             .await
             .is_err()
     );
-    assert!(test.host.services().logins.all().unwrap().is_empty());
+    assert!(test.host.logins().store.all().unwrap().is_empty());
 }

@@ -111,7 +111,7 @@ async fn a_granted_name_that_resolves_to_loopback_is_refused_without_the_private
     // The probe, relabelled to ask for `localhost`, which the operator
     // grants; but `localhost` resolves to a loopback address.
     let bytes = std::fs::read(weft_tests::component("probe")).unwrap();
-    let manifest = weft_host::runtime::plugin::embedded_manifest(&bytes).unwrap();
+    let manifest = weft_runtime::plugin::embedded_manifest(&bytes).unwrap();
     let manifest = manifest.replace("http://127.0.0.1:*", "http://localhost:*");
     let path = test.plugins_dir().join("probe.wasm");
     std::fs::write(&path, &bytes).unwrap();

@@ -114,7 +114,7 @@ async fn provisioning_lists_flows_logs_in_with_both_flows_shows_states_and_logs_
     assert_eq!(status, 200);
     let (_, logins) = env.provision(&user, Method::GET, "/logins", None).await;
     assert_eq!(logins["login_ids"], json!(["echo:bob"]));
-    assert!(env.host().registry().login(&alice).await.is_none());
+    assert!(env.host().registry().login(&alice).is_none());
     assert!(
         env.host()
             .bridge()
@@ -207,9 +207,8 @@ async fn a_user_logs_in_lists_and_logs_out_through_the_management_room() {
     user.wait_for_text(&room, "Logged out of echo:alice").await;
     assert!(
         env.host()
-            .registry()
-            .services()
-            .logins
+            .logins()
+            .store
             .of_owner(&user.user_id)
             .unwrap()
             .is_empty()
@@ -228,7 +227,7 @@ async fn rejected_credentials_show_in_whoami_and_the_management_room_and_stop_th
     env.portal_room(&alice, "c1").await;
 
     env.echo.service.revoke_tokens("alice");
-    let logins = env.host().registry().services().logins.clone();
+    let logins = env.host().logins().store.clone();
     let state = eventually(Duration::from_secs(20), "BAD_CREDENTIALS", || {
         logins
             .get(&alice)
@@ -245,7 +244,7 @@ async fn rejected_credentials_show_in_whoami_and_the_management_room_and_stop_th
     );
     user.wait_for_text(&room, "BAD_CREDENTIALS").await;
     // The login's poll timer is paused until the user logs in again.
-    let handle = env.host().registry().login(&alice).await.unwrap();
+    let handle = env.host().registry().login(&alice).unwrap();
     assert!(handle.status().timers_paused);
 
     // Logging in again to the same account renews it: same login, same

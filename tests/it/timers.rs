@@ -83,7 +83,6 @@ async fn timers_and_kv_survive_a_host_restart() {
         .host
         .registry()
         .login(&weft_host::logins::LoginKey::new("probe", "durable"))
-        .await
         .expect("the login runs again");
     assert_eq!(ask(&login, "kv-get note").await, "kept");
     // The interval set before the restart fires after it, with nobody

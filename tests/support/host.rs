@@ -8,8 +8,8 @@ use std::sync::Arc;
 use weft_host::config::Config;
 use weft_host::host::{Host, HostOptions};
 use weft_host::logins::{BridgeState, LoginKey, LoginRecord, StateEvent, now_ms};
-use weft_host::runtime::actor::{LoginHandle, WorkError};
-use weft_host::runtime::bindings::connector::exports::weft::plugin::network_api::MatrixMessage;
+use weft_runtime::connector::MatrixMessage;
+use weft_runtime::{LoginHandle, WorkError};
 
 use crate::sink::{RecordingSink, SinkHandle};
 
@@ -86,8 +86,8 @@ impl TestHost {
             created_ms: now_ms(),
         };
         self.host
-            .registry()
-            .put_login(record)
+            .logins()
+            .put(record)
             .await
             .expect("login stored")
             .expect("plugin loaded")
@@ -199,15 +199,10 @@ token = "{ADMIN_TOKEN}"
         let host = Host::start_with(config, options)
             .await
             .expect("host starts");
-        events.attach(&host.services().outbox);
+        events.attach(host.outbox());
         // Events queued while the host started wait in the outbox.
         let sink = SinkHandle(events.clone());
-        for login in host
-            .services()
-            .outbox
-            .pending_logins()
-            .expect("outbox readable")
-        {
+        for login in host.outbox().pending_logins().expect("outbox readable") {
             weft_host::outbox::EventSink::events_queued(&sink, &login);
         }
         TestHost { host, events, dir }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use weft_host::logins::LoginKey;
 use weft_host::outbox::{EventSink, Outbox};
-use weft_host::runtime::bindings::imports::matrix::RemoteEvent;
+use weft_runtime::events::RemoteEvent;
 
 /// Records every remote event, draining the outbox like the bridge would.
 #[derive(Default)]
@@ -58,10 +58,8 @@ impl RecordingSink {
                 return;
             }
             for queued in batch {
-                self.events
-                    .lock()
-                    .unwrap()
-                    .push((login.clone(), queued.event));
+                let event = queued.event.expect("queued events decode");
+                self.events.lock().unwrap().push((login.clone(), event));
                 outbox.ack(&login, queued.seq).expect("outbox writable");
             }
         }

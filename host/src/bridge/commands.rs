@@ -362,7 +362,7 @@ impl Bridge {
     }
 
     async fn list_logins(&self, room: &RoomId, user: &UserId) -> Result<(), BridgeError> {
-        let logins = self.registry.services().logins.of_owner(user.as_str())?;
+        let logins = self.logins.store.of_owner(user.as_str())?;
         if logins.is_empty() {
             return self
                 .notice(room, "You have no logins. Send `login` to add one.")
@@ -402,7 +402,7 @@ impl Bridge {
                 )
                 .await;
         }
-        let mine = self.registry.services().logins.of_owner(user.as_str())?;
+        let mine = self.logins.store.of_owner(user.as_str())?;
         let key = LoginKey::parse(argument)
             .filter(|k| mine.iter().any(|r| r.key == *k))
             .or_else(|| {

@@ -21,9 +21,9 @@ use serde::Deserialize;
 use super::store::{MessageKind, MessageRecord, PortalRecord};
 use super::{Bridge, BridgeError, LoginContext};
 use crate::logins::{LoginKey, now_ms};
-use crate::runtime::actor::{LoginHandle, Work, WorkError};
-use crate::runtime::bindings::connector::exports::weft::plugin::network_api as net;
-use crate::runtime::bindings::imports::types::PluginError;
+use weft_runtime::LoginHandle;
+use weft_runtime::WorkError;
+use weft_runtime::connector::{self as net, PluginError};
 
 /// How long a Matrix event waits for its connector before the user is told
 /// it failed.
@@ -87,7 +87,7 @@ impl Bridge {
         }))
         .await;
         self.store.mark_transaction(txn_id, now_ms())?;
-        crate::storage::flush_async(self.store.storage()).await?;
+        weft_storage::flush_async(self.store.storage()).await?;
         Ok(())
     }
 
@@ -170,7 +170,7 @@ impl Bridge {
         if user.management_room.is_none() || direct {
             user.management_room = Some(room.to_string());
             self.store.put_user(event.sender.as_str(), &user)?;
-            crate::storage::flush_async(self.store.storage()).await?;
+            weft_storage::flush_async(self.store.storage()).await?;
             self.notice(
                 &room,
                 &format!(
@@ -193,9 +193,8 @@ impl Bridge {
             Some(key) => key,
             // A shared portal: the sender's first login of the connector.
             None => match self
-                .registry
-                .services()
                 .logins
+                .store
                 .of_owner(sender.as_str())?
                 .into_iter()
                 .find(|r| r.key.plugin == portal.key.plugin)
@@ -215,7 +214,7 @@ impl Bridge {
         key: &LoginKey,
         room: &OwnedRoomId,
     ) -> Result<Option<LoginHandle>, BridgeError> {
-        let handle = self.registry.login(key).await;
+        let handle = self.registry.login(key);
         if handle.is_none() {
             self.notice(
                 room,
@@ -273,8 +272,7 @@ impl Bridge {
                     text: new_text,
                     html: new_html,
                 };
-                let (reply, answer) = tokio::sync::oneshot::channel();
-                let result = self.work(&handle, Work::Edit(edit, reply), answer).await;
+                let result = self.work(handle.matrix_edit(edit)).await;
                 if let Err(error) = result {
                     self.report_failure(&event.room_id, "edit", &error).await?;
                 }
@@ -303,7 +301,7 @@ impl Bridge {
                 let portal_key = portal.key.clone();
                 let event_id = event.event_id.to_string();
                 let room_id = portal.room_id.clone();
-                let hook: crate::runtime::actor::SentHook = Box::new(move |remote_id: &str| {
+                let hook: weft_runtime::SentHook = Box::new(move |remote_id: &str| {
                     let record = MessageRecord {
                         portal: portal_key,
                         remote_id: remote_id.to_owned(),
@@ -315,37 +313,27 @@ impl Bridge {
                         tracing::error!(%error, "failed to record a sent message");
                     }
                 });
-                match tokio::time::timeout(
-                    WORK_TIMEOUT,
-                    handle.matrix_message_then(message, Some(hook)),
-                )
-                .await
+                match self
+                    .work(handle.matrix_message_then(message, Some(hook)))
+                    .await
                 {
-                    Ok(Ok(remote_id)) => {
+                    Ok(remote_id) => {
                         tracing::debug!(login = %ctx.key(), %remote_id, "Matrix message sent");
                         Ok(())
                     }
-                    Ok(Err(error)) => self.report_failure(&event.room_id, "message", &error).await,
-                    Err(_) => {
-                        let error =
-                            WorkError::Unavailable("the connector did not answer in time".into());
-                        self.report_failure(&event.room_id, "message", &error).await
-                    }
+                    Err(error) => self.report_failure(&event.room_id, "message", &error).await,
                 }
             }
         }
     }
 
+    /// Waits for a piece of the connector's work, at most [`WORK_TIMEOUT`].
     async fn work<T>(
         &self,
-        handle: &LoginHandle,
-        work: Work,
-        answer: tokio::sync::oneshot::Receiver<Result<T, WorkError>>,
+        work: impl Future<Output = Result<T, WorkError>>,
     ) -> Result<T, WorkError> {
-        handle.send_work(work).await?;
-        match tokio::time::timeout(WORK_TIMEOUT, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(WorkError::Unavailable("the login's actor has ended".into())),
+        match tokio::time::timeout(WORK_TIMEOUT, work).await {
+            Ok(result) => result,
             Err(_) => Err(WorkError::Unavailable(
                 "the connector did not answer in time".into(),
             )),
@@ -384,11 +372,7 @@ impl Bridge {
             message_id: target.remote_id.clone(),
             key: content.relates_to.key.clone(),
         };
-        let (reply, answer) = tokio::sync::oneshot::channel();
-        match self
-            .work(&handle, Work::Reaction(reaction, reply), answer)
-            .await
-        {
+        match self.work(handle.matrix_reaction(reaction)).await {
             Ok(reaction_id) => self.store.put_message(&MessageRecord {
                 portal: portal.key.clone(),
                 remote_id: format!("matrix\u{1}{}\u{1}{reaction_id}", target.remote_id),
@@ -433,27 +417,20 @@ impl Bridge {
         let chat = portal.key.chat_id.clone();
         let result = match target.kind {
             MessageKind::Message => {
-                let (reply, answer) = tokio::sync::oneshot::channel();
-                self.work(
-                    &handle,
-                    Work::Redaction(chat, target.remote_id.clone(), reply),
-                    answer,
-                )
-                .await
+                self.work(handle.matrix_redaction(chat, target.remote_id.clone()))
+                    .await
             }
             MessageKind::Reaction => {
                 let parts: Vec<&str> = target.remote_id.split('\u{1}').collect();
                 let ["matrix", message_id, reaction_id] = parts.as_slice() else {
                     return Ok(());
                 };
-                let (reply, answer) = tokio::sync::oneshot::channel();
-                let work = Work::ReactionRemoval(
+                self.work(handle.matrix_reaction_removal(
                     chat,
                     (*message_id).to_owned(),
                     (*reaction_id).to_owned(),
-                    reply,
-                );
-                self.work(&handle, work, answer).await
+                ))
+                .await
             }
         };
         match result {

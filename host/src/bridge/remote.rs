@@ -25,11 +25,12 @@ use sha2::{Digest, Sha256};
 
 use super::store::{MessageKind, MessageRecord, PortalKey, PortalRecord};
 use super::{Bridge, BridgeError, LoginContext};
-use crate::matrix::HsError;
-use crate::runtime::bindings::imports::matrix::{
-    ChatKind, ChatResync, Delete, Edit, EventSender, Message, Reaction, ReadReceipt, RemoteEvent,
-    Typing,
+use weft_runtime::events::{
+    ChatKind, ChatMember, ChatResync, Delete, Edit, EventSender, Message, Reaction, ReadReceipt,
+    RemoteEvent, Typing,
 };
+
+use crate::matrix::HsError;
 
 /// A transaction id derived from what is being sent: if the host dies
 /// after sending and before recording the mapping, the retry reuses the id
@@ -165,6 +166,12 @@ impl Bridge {
                     self.ensure_joined(&room, ghost, &mut joined).await?;
                 }
                 portal.ghosts = joined;
+                // A shared portal serves several logins: each login's
+                // owner is invited the first time their login syncs it.
+                if !portal.invited.contains(ctx.owner.as_str()) {
+                    self.invite(&room, &ctx.owner).await?;
+                    portal.invited.insert(ctx.owner.to_string());
+                }
                 self.store.put_portal(&portal)?;
                 Ok(Some(portal))
             }
@@ -230,9 +237,10 @@ impl Bridge {
             topic,
             direct,
             ghosts: joined,
+            invited: std::iter::once(ctx.owner.to_string()).collect(),
         };
         self.store.put_portal(&portal)?;
-        crate::storage::flush_async(self.store.storage()).await?;
+        weft_storage::flush_async(self.store.storage()).await?;
         tracing::info!(login = %ctx.key(), chat = %portal.key.chat_id, room = %room_id, "portal created");
         Ok(portal)
     }
@@ -253,7 +261,7 @@ impl Bridge {
             name: None,
             topic: None,
             kind: ChatKind::Group,
-            members: vec![crate::runtime::bindings::imports::matrix::ChatMember {
+            members: vec![ChatMember {
                 user: sender.user.clone(),
                 is_me: sender.is_from_me,
             }],

@@ -6,8 +6,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+use weft_storage::{self as storage, KeyBuf, Storage, Table};
+
 use crate::logins::LoginKey;
-use crate::storage::{self, KeyBuf, Storage, Table, trees};
+use crate::trees;
 
 /// A portal: one remote chat as seen by one receiver.
 ///
@@ -55,6 +57,10 @@ pub struct PortalRecord {
     pub direct: bool,
     /// Ghosts that have joined the room.
     pub ghosts: BTreeSet<String>,
+    /// Matrix users the bot has invited (the owners of the logins that
+    /// share the portal).
+    #[serde(default)]
+    pub invited: BTreeSet<String>,
 }
 
 /// A ghost: the Matrix user that stands for one remote user.

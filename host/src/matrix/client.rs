@@ -81,6 +81,33 @@ impl HsError {
     }
 }
 
+/// The backoff for retrying homeserver calls: 500 ms doubling to a
+/// minute, with jitter so many workers do not retry in step. A
+/// homeserver's own `Retry-After` / `retry_after_ms` wins over it.
+pub fn retry_backoff() -> backon::ExponentialBackoff {
+    use backon::BackoffBuilder;
+    backon::ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(500))
+        .with_max_delay(Duration::from_secs(60))
+        .with_factor(2.0)
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// A `Retry-After` header: delay-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(seconds) = value.parse::<u64>() {
+        return Some(Duration::from_secs(seconds));
+    }
+    let at = httpdate::parse_http_date(value).ok()?;
+    Some(
+        at.duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
 #[derive(Deserialize)]
 struct ErrorBody {
     #[serde(default)]
@@ -185,6 +212,11 @@ impl HomeserverClient {
             .await
             .map_err(|e| HsError::Network(e.without_url().to_string()))?;
         let status = response.status();
+        let retry_after_header = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
         let bytes = response
             .bytes()
             .await
@@ -199,7 +231,10 @@ impl HomeserverClient {
                 status: status.as_u16(),
                 errcode: body.errcode,
                 message: body.error,
-                retry_after: body.retry_after_ms.map(Duration::from_millis),
+                retry_after: body
+                    .retry_after_ms
+                    .map(Duration::from_millis)
+                    .or(retry_after_header),
             });
         }
         let http_response = http::Response::builder()
@@ -208,5 +243,51 @@ impl HomeserverClient {
             .map_err(|e| HsError::Protocol(e.to_string()))?;
         R::IncomingResponse::try_from_http_response_inner(http_response)
             .map_err(|e| HsError::Protocol(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_is_read_as_seconds_or_as_an_http_date() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        // A date in the past means "now".
+        assert_eq!(
+            parse_retry_after("Sun, 06 Nov 1994 08:49:37 GMT"),
+            Some(Duration::ZERO)
+        );
+        // A date ahead is the time until it.
+        let ahead = httpdate::fmt_http_date(std::time::SystemTime::now() + Duration::from_secs(90));
+        let wait = parse_retry_after(&ahead).unwrap();
+        assert!(
+            (Duration::from_secs(85)..=Duration::from_secs(90)).contains(&wait),
+            "{wait:?}"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn rate_limits_and_server_errors_are_transient_and_keep_their_delay() {
+        let limited = HsError::Api {
+            status: 429,
+            errcode: "M_LIMIT_EXCEEDED".into(),
+            message: String::new(),
+            retry_after: Some(Duration::from_secs(3)),
+        };
+        assert_eq!(
+            limited.retry(),
+            RetryKind::Transient {
+                retry_after: Some(Duration::from_secs(3))
+            }
+        );
+        let refused = HsError::Api {
+            status: 403,
+            errcode: "M_FORBIDDEN".into(),
+            message: String::new(),
+            retry_after: None,
+        };
+        assert_eq!(refused.retry(), RetryKind::Permanent);
     }
 }

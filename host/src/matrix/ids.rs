@@ -2,6 +2,7 @@
 //! ghosts (`@<prefix><escaped remote id>:<server>`).
 
 use ruma::{OwnedUserId, UserId};
+use sha2::{Digest, Sha256};
 
 /// Escapes a remote id into characters allowed in a Matrix localpart,
 /// reversibly: `A-Z` becomes `_a`-`_z`, `_` becomes `__`, and any other
@@ -45,31 +46,65 @@ pub fn unescape_localpart(escaped: &str) -> Option<String> {
     String::from_utf8(bytes).ok()
 }
 
+/// The longest Matrix user id, in bytes (the spec's limit).
+const MAX_USER_ID: usize = 255;
+/// Marks a ghost localpart shortened to fit: escapes never produce `==`
+/// (an `=` is always followed by two hex digits).
+const SHORTENED: &str = "==";
+
 /// The bridge's user namespaces on one server.
 #[derive(Debug, Clone)]
 pub struct Namespaces {
     /// The server name.
     pub domain: String,
-    /// The bot's localpart.
-    pub bot_localpart: String,
+    bot: OwnedUserId,
 }
 
+/// Why a user id could not be made.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("`{0}` is not a valid Matrix user id")]
+pub struct BadUserId(String);
+
 impl Namespaces {
+    /// The namespaces of bot `bot_localpart` on server `domain`.
+    pub fn new(domain: &str, bot_localpart: &str) -> Result<Self, BadUserId> {
+        let bot = format!("@{bot_localpart}:{domain}");
+        let bot = UserId::parse(bot.as_str()).map_err(|_| BadUserId(bot))?;
+        Ok(Self {
+            domain: domain.to_owned(),
+            bot,
+        })
+    }
+
     /// The bot's user id.
     pub fn bot(&self) -> OwnedUserId {
-        UserId::parse(format!("@{}:{}", self.bot_localpart, self.domain))
-            .expect("the bot's id is valid")
+        self.bot.clone()
+    }
+
+    /// The bot's localpart.
+    pub fn bot_localpart(&self) -> &str {
+        self.bot.localpart()
     }
 
     /// The ghost of `remote_id` for a connector whose ghosts start with
-    /// `prefix`.
-    pub fn ghost(&self, prefix: &str, remote_id: &str) -> OwnedUserId {
-        UserId::parse(format!(
-            "@{prefix}{}:{}",
-            escape_localpart(remote_id),
-            self.domain
-        ))
-        .expect("escaped localparts are valid")
+    /// `prefix`. An id whose escape would make the user id longer than
+    /// Matrix allows gets a deterministic short form: as much of the
+    /// escape as fits, then `==` and 130 bits of its SHA-256, so distinct
+    /// remote ids still get distinct ghosts.
+    pub fn ghost(&self, prefix: &str, remote_id: &str) -> Result<OwnedUserId, BadUserId> {
+        let escaped = escape_localpart(remote_id);
+        // `@` + localpart + `:` + domain.
+        let room = MAX_USER_ID.saturating_sub(self.domain.len() + 2 + prefix.len());
+        let localpart = if escaped.len() <= room {
+            escaped
+        } else {
+            let digest = Sha256::digest(remote_id.as_bytes());
+            let hash = base32_lower(&digest[..17]);
+            let keep = room.saturating_sub(SHORTENED.len() + hash.len());
+            format!("{}{SHORTENED}{hash}", &escaped[..keep.min(escaped.len())])
+        };
+        let id = format!("@{prefix}{localpart}:{}", self.domain);
+        UserId::parse(id.as_str()).map_err(|_| BadUserId(id))
     }
 
     /// Whether `user` is the bot or a ghost of any of `prefixes`: events
@@ -79,16 +114,62 @@ impl Namespaces {
             return false;
         }
         let localpart = user.localpart();
-        localpart == self.bot_localpart || prefixes.into_iter().any(|p| localpart.starts_with(p))
+        localpart == self.bot.localpart() || prefixes.into_iter().any(|p| localpart.starts_with(p))
     }
+}
 
-    /// The remote id of a ghost of `prefix`, if `user` is one.
-    pub fn remote_of(&self, prefix: &str, user: &UserId) -> Option<String> {
-        if user.server_name().as_str() != self.domain {
-            return None;
+/// Lowercase RFC 4648 base32 without padding: valid in localparts.
+fn base32_lower(bytes: &[u8]) -> String {
+    const ALPHABET: &[u8; 32] = b"abcdefghijklmnopqrstuvwxyz234567";
+    let mut out = String::new();
+    let mut buffer = 0u32;
+    let mut bits = 0;
+    for &byte in bytes {
+        buffer = (buffer << 8) | u32::from(byte);
+        bits += 8;
+        while bits >= 5 {
+            bits -= 5;
+            out.push(ALPHABET[((buffer >> bits) & 31) as usize] as char);
         }
-        unescape_localpart(user.localpart().strip_prefix(prefix)?)
     }
+    if bits > 0 {
+        out.push(ALPHABET[((buffer << (5 - bits)) & 31) as usize] as char);
+    }
+    out
+}
+
+/// Characters that end a namespace prefix clearly: a prefix must end with
+/// one, so `echo_` claims `@echo_alice` but never `@echoes`.
+const DELIMITERS: &[char] = &['_', '.', '=', '-', '/'];
+
+/// Checks that a connector's ghost `prefix` is clearly delimited and
+/// overlaps neither the bot nor another connector's namespace
+/// (`others`: plugin id and prefix). The error names the conflict.
+pub fn check_namespace(
+    prefix: &str,
+    bot_localpart: Option<&str>,
+    others: &[(&str, &str)],
+) -> Result<(), String> {
+    if prefix.len() < 2 || !prefix.ends_with(DELIMITERS) {
+        return Err(format!(
+            "the ghost prefix `{prefix}` must be at least two characters and end with one of _ . = - /, so that it cannot claim ordinary users' names (e.g. `{prefix}_`)"
+        ));
+    }
+    if let Some(bot) = bot_localpart
+        && bot.starts_with(prefix)
+    {
+        return Err(format!(
+            "the ghost prefix `{prefix}` covers the bridge bot @{bot}: a remote user could become the bot; grant another prefix (ghost-prefix in [plugin.<id>])"
+        ));
+    }
+    for (other, theirs) in others {
+        if theirs.starts_with(prefix) || prefix.starts_with(theirs) {
+            return Err(format!(
+                "the ghost prefix `{prefix}` overlaps plugin {other}'s `{theirs}`; grant one of them another prefix (ghost-prefix in [plugin.<id>])"
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A registration regex matching every localpart that starts with
@@ -118,22 +199,60 @@ mod tests {
         assert_eq!(escape_localpart("8:live:Alice"), "8=3alive=3a_alice");
     }
 
+    fn namespaces() -> Namespaces {
+        Namespaces::new("example.org", "weftbot").unwrap()
+    }
+
     #[test]
     fn only_the_bot_and_ghosts_on_our_server_are_ours() {
-        let ns = Namespaces {
-            domain: "example.org".into(),
-            bot_localpart: "weftbot".into(),
-        };
+        let ns = namespaces();
         let prefixes = ["echo_"];
         assert!(ns.is_ours(&ns.bot(), prefixes));
-        assert!(ns.is_ours(&ns.ghost("echo_", "alice"), prefixes));
+        assert!(ns.is_ours(&ns.ghost("echo_", "alice").unwrap(), prefixes));
         // A real user, or a look-alike on another server, is not.
         assert!(!ns.is_ours(<&UserId>::try_from("@alice:example.org").unwrap(), prefixes));
         assert!(!ns.is_ours(<&UserId>::try_from("@echo_x:evil.org").unwrap(), prefixes));
+    }
+
+    #[test]
+    fn a_remote_id_too_long_for_a_user_id_gets_a_short_form_that_stays_distinct() {
+        let ns = namespaces();
+        let long = "x".repeat(300);
+        let longer = format!("{long}y");
+        let one = ns.ghost("echo_", &long).unwrap();
+        let two = ns.ghost("echo_", &longer).unwrap();
+        // Both fit Matrix's 255-byte limit instead of panicking...
+        assert!(one.as_str().len() <= 255, "{}", one.as_str().len());
+        assert!(two.as_str().len() <= 255);
+        // ...are distinct, and are the same every time.
+        assert_ne!(one, two);
+        assert_eq!(one, ns.ghost("echo_", &long).unwrap());
+        assert!(one.localpart().contains("=="), "{one}");
+        // Ids with characters that escape to three bytes each too.
+        let wide = ns.ghost("echo_", &"Ü".repeat(200)).unwrap();
+        assert!(wide.as_str().len() <= 255);
+        // Short ids keep their readable, reversible form.
         assert_eq!(
-            ns.remote_of("echo_", &ns.ghost("echo_", "Bob")).as_deref(),
-            Some("Bob")
+            ns.ghost("echo_", "Bob").unwrap().as_str(),
+            "@echo__bob:example.org"
         );
+    }
+
+    #[test]
+    fn a_namespace_must_be_delimited_and_must_not_overlap_the_bot_or_another_connector() {
+        // `a` would claim @alice.
+        assert!(check_namespace("a", Some("weftbot"), &[]).is_err());
+        assert!(check_namespace("echo", Some("weftbot"), &[]).is_err());
+        // `weft_` is fine beside the bot `weftbot`; `weft` is not delimited, and
+        // `w.` is, but would still not cover `weftbot`.
+        assert!(check_namespace("weft_", Some("weftbot"), &[]).is_ok());
+        let bot = check_namespace("weftbo-", Some("weftbo-t"), &[]).unwrap_err();
+        assert!(bot.contains("bridge bot"), "{bot}");
+        // Overlapping another connector either way is refused, naming it.
+        let overlap = check_namespace("teams_", None, &[("other", "teams_x_")]).unwrap_err();
+        assert!(overlap.contains("other"), "{overlap}");
+        assert!(check_namespace("teams_x_", None, &[("teams", "teams_")]).is_err());
+        assert!(check_namespace("teams_", None, &[("echo", "echo_")]).is_ok());
     }
 
     #[test]

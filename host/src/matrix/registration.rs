@@ -12,6 +12,9 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use ruma::api::appservice::{Namespace, Namespaces, Registration, RegistrationInit};
 
+use weft_runtime::manifest::{Manifest, World};
+use weft_runtime::plugin::{PluginSource, components_in};
+
 use super::ids::namespace_regex;
 use crate::config::{AppserviceConfig, HomeserverConfig};
 
@@ -63,21 +66,25 @@ pub fn build(
     registration
 }
 
-/// The ghost prefixes of the connectors in `dir` (read from their
-/// manifests, without compiling them), and the files that failed.
-pub fn ghost_prefixes_in(dir: &Path) -> (Vec<String>, Vec<(std::path::PathBuf, String)>) {
+/// The ghost prefixes of the connectors in the plugins directory of
+/// `config` (from their manifests and the operator's grants, without
+/// compiling them), and the files that failed.
+pub fn ghost_prefixes_in(
+    config: &crate::config::Config,
+) -> (Vec<String>, Vec<(std::path::PathBuf, String)>) {
     let mut prefixes = Vec::new();
     let mut failures = Vec::new();
-    let components = crate::watcher::components_in(dir).unwrap_or_default();
+    let components = components_in(&config.plugins.dir).unwrap_or_default();
     for path in components {
-        let manifest = crate::runtime::plugin::PluginSource::read(&path)
+        let manifest = PluginSource::read(&path)
             .map_err(|e| e.to_string())
-            .and_then(|s| {
-                crate::runtime::manifest::Manifest::parse(&s.manifest).map_err(|e| e.to_string())
-            });
+            .and_then(|s| Manifest::parse(&s.manifest).map_err(|e| e.to_string()));
         match manifest {
-            Ok(m) if m.world == crate::runtime::manifest::World::Connector => {
-                let prefix = m.ghost_prefix();
+            Ok(m) if m.world == World::Connector => {
+                let prefix = config
+                    .grants(&m.id)
+                    .ghost_prefix
+                    .unwrap_or_else(|| m.ghost_prefix());
                 if !prefixes.contains(&prefix) {
                     prefixes.push(prefix);
                 }
@@ -96,7 +103,7 @@ pub fn generate(config: &crate::config::Config) -> Result<(Registration, Vec<Str
     let (Some(homeserver), Some(appservice)) = (&config.homeserver, &config.appservice) else {
         anyhow::bail!("the config has no [homeserver] and [appservice] sections");
     };
-    let (prefixes, failures) = ghost_prefixes_in(&config.plugins.dir);
+    let (prefixes, failures) = ghost_prefixes_in(config);
     for (path, error) in failures {
         tracing::warn!(path = %path.display(), %error, "skipping a plugin whose manifest does not read");
     }

@@ -1,0 +1,58 @@
+//! Host bindings for `weft:plugin@0.1.0`, generated from `wit/v0.1`, each
+//! exported interface once.
+//!
+//! The connector world's imports are a superset of every other world's,
+//! so one `Linker` built from it serves every plugin. Exports are not
+//! bound per world: each exported interface has one generated `Guest`
+//! (with its `GuestIndices`), looked up in whichever component exports it,
+//! so `login-flow` is the same code for a connector and a login provider.
+//! Every import is `async` (HTTP and storage await) and `trappable` (a
+//! host bug traps; expected failures are WIT error values).
+//!
+//! These types stay inside the runtime: the host sees the plain types of
+//! [`crate::events`], [`crate::connector`] and [`crate::login_flow`].
+
+#![allow(missing_docs, unreachable_pub, unused_qualifications, clippy::all)]
+
+/// The imports, and the connector's exports (`network-api`, `login-flow`).
+pub(crate) mod connector {
+    wasmtime::component::bindgen!({
+        path: "../../wit/v0.1",
+        world: "weft:plugin/connector@0.1.0",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "wasi:io": wasmtime_wasi::p2::bindings::io,
+            "wasi:clocks": wasmtime_wasi::p2::bindings::clocks,
+            "wasi:random": wasmtime_wasi::p2::bindings::random,
+        },
+    });
+}
+
+/// The exports no connector has: `tokens` (login providers) and
+/// `credentials` (credential providers). Their imports are the
+/// connector's, reused.
+pub(crate) mod provider {
+    wasmtime::component::bindgen!({
+        path: "../../wit/v0.1",
+        inline: "
+            package weft:host-bindings;
+            world provider-exports {
+                export weft:plugin/tokens@0.1.0;
+                export weft:plugin/credentials@0.1.0;
+            }
+        ",
+        world: "weft:host-bindings/provider-exports",
+        imports: { default: async | trappable },
+        exports: { default: async },
+        with: {
+            "weft:plugin/types": super::connector::weft::plugin::types,
+        },
+    });
+}
+
+pub(crate) use connector::exports::weft::plugin::login_flow;
+pub(crate) use connector::exports::weft::plugin::network_api;
+pub(crate) use connector::weft::plugin as imports;
+pub(crate) use provider::exports::weft::plugin::credentials;
+pub(crate) use provider::exports::weft::plugin::tokens as token_exports;

@@ -1,0 +1,230 @@
+//! `weft:plugin/http`: outgoing requests under the operator's grants.
+//!
+//! Every request is checked before it leaves: the URL must match one of
+//! the plugin's granted patterns, an IP literal on a private network needs
+//! the private-networks grant (and the resolver enforces the same for
+//! names), the body and headers must be sane, and the timeout never
+//! exceeds what is left of the plugin's call deadline. Responses are read
+//! up to the plugin's size cap and no further.
+
+use std::time::{Duration, Instant};
+
+use reqwest::cookie::CookieStore;
+use reqwest::header::{COOKIE, HeaderName, HeaderValue, SET_COOKIE};
+
+use crate::bindings::imports::http::{Host, HttpError, Method, Request, Response};
+use crate::net::is_private;
+use crate::state::PluginState;
+
+/// Headers the host sets itself; a plugin setting them is a bad request.
+const HOST_HEADERS: &[&str] = &[
+    "host",
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "upgrade",
+    "te",
+    "trailer",
+    "keep-alive",
+    "proxy-authorization",
+    "proxy-connection",
+];
+
+impl Host for PluginState {
+    async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, HttpError>> {
+        let started = Instant::now();
+        let method = request.method;
+        let result = self.send_checked(request).await;
+        match &result {
+            Ok(response) => tracing::debug!(
+                plugin = self.ctx.plugin.id(),
+                ?method,
+                status = response.status,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "plugin HTTP request"
+            ),
+            Err(error) => tracing::debug!(
+                plugin = self.ctx.plugin.id(),
+                ?method,
+                ?error,
+                "plugin HTTP request failed"
+            ),
+        }
+        Ok(result)
+    }
+}
+
+impl PluginState {
+    async fn send_checked(&mut self, request: Request) -> Result<Response, HttpError> {
+        let caps = &self.ctx.plugin.capabilities;
+        let config = &self.ctx.runtime.http_config;
+        let url = url::Url::parse(&request.url)
+            .map_err(|e| HttpError::InvalidRequest(format!("bad URL: {e}")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(HttpError::InvalidRequest("only http and https URLs".into()));
+        }
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(HttpError::InvalidRequest(
+                "credentials in URLs are refused; send them in a header".into(),
+            ));
+        }
+        let origin = url.origin().ascii_serialization();
+        if !caps.http.iter().any(|pattern| pattern.matches(&url)) {
+            return Err(HttpError::Denied(format!(
+                "{origin} is not granted to plugin {}",
+                self.ctx.plugin.id()
+            )));
+        }
+        let literal = match url.host() {
+            Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),
+            Some(url::Host::Ipv6(ip)) => Some(std::net::IpAddr::V6(ip)),
+            _ => None,
+        };
+        if let Some(ip) = literal
+            && is_private(ip)
+            && !caps.private_networks
+        {
+            return Err(HttpError::Denied(format!(
+                "{origin} is a private address; the operator has not granted plugin {} private networks",
+                self.ctx.plugin.id()
+            )));
+        }
+        if request
+            .body
+            .as_ref()
+            .is_some_and(|b| b.len() as u64 > config.max_request_bytes)
+        {
+            return Err(HttpError::InvalidRequest(format!(
+                "request bodies are limited to {} bytes",
+                config.max_request_bytes
+            )));
+        }
+
+        let asked = request
+            .timeout_ms
+            .map(|ms| Duration::from_millis(ms.into()));
+        // Leave the plugin a tenth of its call deadline (at most a second)
+        // to handle a timeout, instead of being stopped with the request.
+        let reserve = (self.ctx.plugin.capabilities.call_deadline / 10).min(Duration::from_secs(1));
+        let remaining = self
+            .deadline
+            .saturating_duration_since(Instant::now())
+            .saturating_sub(reserve);
+        let timeout = asked
+            .unwrap_or(Duration::from_millis(config.default_timeout_ms))
+            .min(Duration::from_millis(config.max_timeout_ms))
+            .min(remaining);
+        if timeout.is_zero() {
+            return Err(HttpError::Timeout);
+        }
+        let give_up = tokio::time::Instant::now() + timeout;
+
+        let client = self.ctx.runtime.http.client(caps.private_networks);
+        let mut builder = client
+            .request(to_reqwest(request.method), url.clone())
+            .timeout(timeout);
+        let mut headers = reqwest::header::HeaderMap::new();
+        for (name, value) in &request.headers {
+            let name = HeaderName::from_bytes(name.as_bytes())
+                .map_err(|_| HttpError::InvalidRequest(format!("bad header name `{name}`")))?;
+            if HOST_HEADERS.contains(&name.as_str()) {
+                return Err(HttpError::InvalidRequest(format!(
+                    "the host sets the `{name}` header itself"
+                )));
+            }
+            let value = HeaderValue::from_str(value)
+                .map_err(|_| HttpError::InvalidRequest(format!("bad value for header `{name}`")))?;
+            headers.append(name, value);
+        }
+        if let Some(cookies) = self.ctx.cookies.cookies(&url) {
+            headers.append(COOKIE, cookies);
+        }
+        builder = builder.headers(headers);
+        if let Some(body) = request.body {
+            builder = builder.body(body);
+        }
+
+        let mut response = tokio::time::timeout_at(give_up, builder.send())
+            .await
+            .map_err(|_| HttpError::Timeout)?
+            .map_err(classify)?;
+        let mut set_cookies = response.headers().get_all(SET_COOKIE).iter();
+        self.ctx.cookies.set_cookies(&mut set_cookies, &url);
+
+        let cap = caps.max_response_bytes;
+        if response.content_length().is_some_and(|len| len > cap) {
+            return Err(HttpError::TooLarge(cap));
+        }
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(name, value)| {
+                (
+                    name.as_str().to_owned(),
+                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
+                )
+            })
+            .collect();
+        let mut body = Vec::new();
+        loop {
+            let chunk = tokio::time::timeout_at(give_up, response.chunk())
+                .await
+                .map_err(|_| HttpError::Timeout)?
+                .map_err(classify)?;
+            let Some(chunk) = chunk else { break };
+            if body.len() as u64 + chunk.len() as u64 > cap {
+                // Stop reading: the rest never reaches memory.
+                return Err(HttpError::TooLarge(cap));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(Response {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+fn to_reqwest(method: Method) -> reqwest::Method {
+    match method {
+        Method::Get => reqwest::Method::GET,
+        Method::Head => reqwest::Method::HEAD,
+        Method::Post => reqwest::Method::POST,
+        Method::Put => reqwest::Method::PUT,
+        Method::Patch => reqwest::Method::PATCH,
+        Method::Delete => reqwest::Method::DELETE,
+        Method::Options => reqwest::Method::OPTIONS,
+    }
+}
+
+/// Sorts a reqwest error into the WIT variant. The URL is dropped from the
+/// message: its query string may hold a token.
+fn classify(error: reqwest::Error) -> HttpError {
+    let error = error.without_url();
+    let message = {
+        use std::error::Error as _;
+        let mut text = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            text.push_str(": ");
+            text.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        text
+    };
+    if error.is_timeout() {
+        HttpError::Timeout
+    } else if error.is_connect() {
+        if message.contains("private addresses") {
+            HttpError::Denied(message)
+        } else {
+            HttpError::Connect(message)
+        }
+    } else if error.is_builder() || error.is_request() && message.contains("builder") {
+        HttpError::InvalidRequest(message)
+    } else {
+        HttpError::Protocol(message)
+    }
+}

@@ -1,0 +1,60 @@
+//! `weft:plugin/tokens` as a connector imports it: a message to the actor
+//! of its login provider for the same login.
+//!
+//! The connector's manifest names the provider (`uses.tokens = "msal"`);
+//! the operator may override it. The provider's actor serializes calls
+//! for the login (so a refresh token is never redeemed twice at once) and
+//! runs them under the connector's call permit and within what is left of
+//! the connector's deadline.
+
+use crate::bindings::imports::tokens::{Host, TokenError, TokenSet};
+use crate::provider::TokenCall;
+use crate::state::PluginState;
+
+impl PluginState {
+    async fn route_tokens(&mut self, call: TokenCall) -> Result<TokenSet, TokenError> {
+        let caller = self.ctx.plugin.id().to_owned();
+        let Some(provider) = self.ctx.plugin.capabilities.uses.get("tokens").cloned() else {
+            return Err(TokenError::Unavailable(format!(
+                "plugin {caller} names no token provider (capabilities.uses.tokens in its manifest)"
+            )));
+        };
+        let Some(login) = self.login().cloned() else {
+            return Err(TokenError::Unavailable(
+                "token calls need a login; this instance runs a login process".into(),
+            ));
+        };
+        let Some(registry) = self.ctx.runtime.registry.upgrade() else {
+            return Err(TokenError::Unavailable("the host is shutting down".into()));
+        };
+        let handle = registry
+            .provider(&login, &provider)
+            .map_err(TokenError::Unavailable)?;
+        handle.call(call, self.deadline).await
+    }
+}
+
+impl Host for PluginState {
+    async fn from_captured(
+        &mut self,
+        material: String,
+        scopes: Vec<String>,
+    ) -> wasmtime::Result<Result<TokenSet, TokenError>> {
+        Ok(self
+            .route_tokens(TokenCall::FromCaptured { material, scopes })
+            .await)
+    }
+
+    async fn refresh(
+        &mut self,
+        refresh_token: String,
+        scopes: Vec<String>,
+    ) -> wasmtime::Result<Result<TokenSet, TokenError>> {
+        Ok(self
+            .route_tokens(TokenCall::Refresh {
+                refresh_token,
+                scopes,
+            })
+            .await)
+    }
+}

@@ -1,0 +1,56 @@
+//! weft's plugin runtime: everything about running plugins as sandboxed
+//! WebAssembly components, and nothing about Matrix.
+//!
+//! The host builds one [`Registry`] with its storage and an implementation
+//! of [`HostServices`] (the one way the runtime reaches the host: queue a
+//! remote event, read and write a login's metadata, report a state), then
+//! loads plugins and starts logins through it.
+//!
+//! - [`config`]: the runtime's part of the operator's config.
+//! - [`manifest`] and [`capabilities`]: what a plugin asks for and gets.
+//! - [`plugin`]: loading, compiling and pre-linking a plugin version.
+//! - [`registry`]: loaded plugins, login slots, provider actors,
+//!   hot-loading, login-process instances.
+//! - [`actor`]: one actor per login: its instance, timers, restarts and
+//!   hibernation.
+//! - `provider`: one actor per (login, login provider).
+//! - `instance`: one instance in its own store, called under a deadline.
+//! - `engine`: the wasmtime engine, allocator, linker and epoch ticker.
+//! - `imports`: the host side of each WIT import, one file per interface.
+//! - [`events`], [`connector`], [`login_flow`]: the plain types that cross
+//!   between the runtime and the host, converted from the WIT in `convert`.
+
+pub mod actor;
+mod bindings;
+pub mod capabilities;
+pub mod config;
+pub mod connector;
+mod convert;
+mod engine;
+pub mod events;
+mod imports;
+mod instance;
+mod login;
+pub mod login_flow;
+pub mod manifest;
+mod metrics;
+mod net;
+pub mod plugin;
+pub mod process;
+mod provider;
+pub mod registry;
+mod runtime;
+mod scheduler;
+mod services;
+mod state;
+mod timers;
+
+pub use actor::{ActorStatus, LoginHandle, Phase, SentHook, WorkError};
+pub use config::{Allocator, HttpConfig, PluginGrants, RuntimeConfig};
+pub use instance::CallError;
+pub use login::{LoginKey, now_ms};
+pub use metrics::MetricsSnapshot;
+pub use net::is_private;
+pub use provider::ProviderStatus;
+pub use registry::{LoadOutcome, PluginInfo, Registry, RegistryError, RuntimeOptions};
+pub use services::{HostServices, LoginInfo};

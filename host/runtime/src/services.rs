@@ -1,0 +1,70 @@
+//! What the runtime asks of the host that embeds it, in one trait.
+//!
+//! The runtime owns plugins, instances, timers and plugin KV; everything a
+//! login *means* (its owner, its metadata, where its events go, whether a
+//! plugin's namespace fits the bridge) is the host's. The imports and the
+//! actors reach the host only through [`HostServices`], so they can be
+//! tested with a fake of it and the runtime never names a Matrix type.
+
+use std::sync::Arc;
+
+use crate::events::{RemoteEvent, StateReport};
+use crate::login::LoginKey;
+use crate::plugin::LoadedPlugin;
+
+/// A login as an instance sees it (`session.current`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoginInfo {
+    /// The login id the connector chose.
+    pub id: String,
+    /// The Matrix user who owns it.
+    pub owner: String,
+    /// The remote account's display name.
+    pub remote_name: String,
+    /// Whether the login waits for its user to log in again (its timers
+    /// stay paused until then).
+    pub awaiting_relogin: bool,
+}
+
+/// The host's side of the runtime.
+pub trait HostServices: Send + Sync + 'static {
+    /// Stores a remote event of `login` for bridging, in order after the
+    /// login's earlier events. The write must be durable once the runtime
+    /// flushes its storage, which it does before it acts on the call that
+    /// queued the event (see `matrix.queue-event` in the WIT). A
+    /// bridge-state event also becomes the login's current state.
+    fn queue_event(&self, login: &LoginKey, event: RemoteEvent) -> weft_storage::Result<()>;
+
+    /// Records a state the runtime decided on (a crash loop, no room for
+    /// an instance), the same way as a plugin's own bridge-state event.
+    fn report_state(&self, login: &LoginKey, report: StateReport) -> weft_storage::Result<()> {
+        self.queue_event(login, RemoteEvent::BridgeState(report))
+    }
+
+    /// The login `login`, if it exists.
+    fn login(&self, login: &LoginKey) -> weft_storage::Result<Option<LoginInfo>>;
+
+    /// The connector's metadata of `login` (JSON text).
+    fn metadata(&self, login: &LoginKey) -> weft_storage::Result<Option<String>>;
+
+    /// Replaces the connector's metadata of `login`; returns whether the
+    /// login exists. Durable when this returns: tokens just refreshed may
+    /// have revoked the old ones.
+    fn set_metadata(&self, login: &LoginKey, metadata: String) -> weft_storage::Result<bool>;
+
+    /// Every login of connector `plugin`, to start when it loads.
+    fn logins_of(&self, plugin: &str) -> weft_storage::Result<Vec<LoginKey>>;
+
+    /// Whether `plugin` may become current beside `others` (the other
+    /// loaded plugins). An `Err` refuses the load with that message, e.g.
+    /// a ghost namespace that overlaps another connector's.
+    fn admit(&self, plugin: &LoadedPlugin, others: &[Arc<LoadedPlugin>]) -> Result<(), String> {
+        let _ = (plugin, others);
+        Ok(())
+    }
+
+    /// `plugin` became current (loaded or upgraded).
+    fn plugin_current(&self, plugin: &LoadedPlugin) {
+        let _ = plugin;
+    }
+}

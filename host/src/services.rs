@@ -1,0 +1,87 @@
+//! The host's side of the runtime: what a plugin's imports and a login's
+//! actor ask of the host, answered from the login records and the outbox.
+
+use std::sync::Arc;
+
+use weft_runtime::events::RemoteEvent;
+use weft_runtime::plugin::LoadedPlugin;
+use weft_runtime::{HostServices, LoginInfo, LoginKey};
+use weft_storage as storage;
+
+use crate::logins::{BridgeState, LoginStore};
+use crate::matrix::ids;
+use crate::outbox::Outbox;
+
+/// The host's [`HostServices`].
+pub struct RuntimeServices {
+    logins: LoginStore,
+    outbox: Arc<Outbox>,
+    /// The bridge bot's localpart, if the host has a Matrix side: no
+    /// connector's ghosts may include it.
+    bot_localpart: Option<String>,
+}
+
+impl RuntimeServices {
+    /// The services over the login records and the outbox.
+    pub fn new(logins: LoginStore, outbox: Arc<Outbox>, bot_localpart: Option<String>) -> Self {
+        Self {
+            logins,
+            outbox,
+            bot_localpart,
+        }
+    }
+}
+
+impl HostServices for RuntimeServices {
+    fn queue_event(&self, login: &LoginKey, event: RemoteEvent) -> storage::Result<()> {
+        // A state is recorded on the login at once (so `whoami` shows it);
+        // the queued copy drives the management-room notice.
+        if let RemoteEvent::BridgeState(state) = &event {
+            let record = BridgeState::now(
+                state.state.into(),
+                state.error_code.clone(),
+                state.message.clone(),
+            );
+            self.logins.set_state(login, record)?;
+        }
+        self.outbox.append(login, event).map(drop)
+    }
+
+    fn login(&self, login: &LoginKey) -> storage::Result<Option<LoginInfo>> {
+        Ok(self.logins.get(login)?.map(|r| LoginInfo {
+            id: r.key.id,
+            owner: r.owner,
+            remote_name: r.remote_name,
+            awaiting_relogin: r.state.state_event.needs_relogin(),
+        }))
+    }
+
+    fn metadata(&self, login: &LoginKey) -> storage::Result<Option<String>> {
+        Ok(self.logins.get(login)?.map(|r| r.metadata))
+    }
+
+    fn set_metadata(&self, login: &LoginKey, metadata: String) -> storage::Result<bool> {
+        self.logins.set_metadata(login, metadata)
+    }
+
+    fn logins_of(&self, plugin: &str) -> storage::Result<Vec<LoginKey>> {
+        Ok(self
+            .logins
+            .of_plugin(plugin)?
+            .into_iter()
+            .map(|r| r.key)
+            .collect())
+    }
+
+    fn admit(&self, plugin: &LoadedPlugin, others: &[Arc<LoadedPlugin>]) -> Result<(), String> {
+        let Some(prefix) = &plugin.capabilities.ghost_prefix else {
+            return Ok(());
+        };
+        let claimed: Vec<(&str, &str)> = others
+            .iter()
+            .filter_map(|p| Some((p.id(), p.capabilities.ghost_prefix.as_deref()?)))
+            .collect();
+        ids::check_namespace(prefix, self.bot_localpart.as_deref(), &claimed)
+            .map_err(|conflict| format!("plugin {}: {conflict}", plugin.id()))
+    }
+}
