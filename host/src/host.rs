@@ -12,8 +12,8 @@ use weft_runtime::Registry;
 use weft_storage::{SledStorage, Storage};
 
 use crate::admin::{self, AdminState};
-use crate::bridge::{Bridge, BridgeParts};
 use crate::bridge::store::BridgeStore;
+use crate::bridge::{Bridge, BridgeParts};
 use crate::config::Config;
 use crate::login_process::LoginProcesses;
 use crate::logins::{LoginKey, LoginStore, Logins};

@@ -10,7 +10,7 @@
 use serde::de::DeserializeOwned;
 
 use crate::Error;
-use crate::wit::imports::config as wit;
+use crate::wit::imports::weft::plugin::config as wit;
 
 /// The value of setting `name` (the operator's, else the manifest's
 /// default), or `None` if it has neither.

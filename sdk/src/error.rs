@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use crate::wit::imports::types::PluginError;
+use crate::wit::imports::weft::plugin::types::PluginError;
 
 /// A failure a plugin reports to the host.
 ///

@@ -26,7 +26,7 @@
 use std::fmt;
 
 use crate::Error;
-use crate::wit::imports::matrix as wit;
+use crate::wit::imports::weft::plugin::matrix as wit;
 
 pub use wit::{
     BridgeState, BridgeStateKind, ChatKind, ChatMember, ChatResync, Delete, Edit, EventSender,

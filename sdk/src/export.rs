@@ -12,7 +12,7 @@ use crate::connector::{Connector, MatrixEdit, MatrixMessage, MatrixReaction};
 use crate::credentials::{CredentialProvider, CredentialRequest};
 use crate::login::Login;
 use crate::tokens::TokenProvider;
-use crate::wit::imports::types::PluginError;
+use crate::wit::imports::weft::plugin::types::PluginError;
 
 thread_local! {
     // A component instance is single-threaded and the component model
@@ -46,49 +46,19 @@ fn with_plugin<T: Default + 'static, R>(f: impl FnOnce(&mut T) -> R) -> R {
     })
 }
 
-/// Exports a [`Connector`] as the `connector` world.
-pub struct ConnectorExport<T>(PhantomData<T>);
+/// The adapter the registration macros export: it forwards each exported
+/// interface to the plugin's value. A connector links `network-api` and
+/// `login-flow`, a login provider `login-flow` and `tokens`, a credential
+/// provider `credentials`; each interface is implemented once here.
+pub struct Export<T>(PhantomData<T>);
 
-/// Exports a [`Login`] + [`TokenProvider`] as the `login-provider` world.
-pub struct LoginProviderExport<T>(PhantomData<T>);
-
-/// Exports a [`CredentialProvider`] as the `credential-provider` world.
-pub struct CredentialProviderExport<T>(PhantomData<T>);
-
-/// Implements a world's generated `login-flow` `Guest` trait by forwarding
-/// to [`Login`]: the connector and login-provider worlds export the same
-/// interface, generated twice.
-macro_rules! login_flow_guest {
-    ($wit:ident, $export:ident, $($bound:tt)+) => {
-        impl<T: $($bound)+ + Default + 'static> $wit::Guest for $export<T> {
-            fn start(flow_id: String, relogin: Option<String>) -> Result<$wit::LoginStep, PluginError> {
-                with_plugin(|p: &mut T| p.login_start(&flow_id, relogin.as_deref()))
-                    .map(Into::into)
-                    .map_err(Into::into)
-            }
-
-            fn submit(step_id: String, input: $wit::StepInput) -> Result<$wit::LoginStep, PluginError> {
-                with_plugin(|p: &mut T| p.login_submit(&step_id, input.into()))
-                    .map(Into::into)
-                    .map_err(Into::into)
-            }
-
-            fn cancel() {
-                with_plugin(|p: &mut T| p.login_cancel())
-            }
-        }
-    };
-}
-
-mod connector_world {
+mod network_api {
     use super::{
-        Connector, ConnectorExport, MatrixEdit, MatrixMessage, MatrixReaction, PluginError,
-        with_plugin,
+        Connector, Export, MatrixEdit, MatrixMessage, MatrixReaction, PluginError, with_plugin,
     };
-    use crate::wit::connector::exports::weft::plugin::login_flow as wit_login;
-    use crate::wit::connector::exports::weft::plugin::network_api as wit;
+    use crate::wit::network_api_export as wit;
 
-    impl<T: Connector + Default + 'static> wit::Guest for ConnectorExport<T> {
+    impl<T: Connector + Default + 'static> wit::Guest for Export<T> {
         fn start() -> Result<(), PluginError> {
             with_plugin(|p: &mut T| p.start()).map_err(Into::into)
         }
@@ -153,22 +123,40 @@ mod connector_world {
             with_plugin(|p: &mut T| p.logout()).map_err(Into::into)
         }
     }
-
-    login_flow_guest!(wit_login, ConnectorExport, Connector);
 }
 
-mod login_provider_world {
-    use super::{Login, LoginProviderExport, PluginError, TokenProvider, with_plugin};
-    use crate::wit::login_provider::exports::weft::plugin::login_flow as wit_login;
-    use crate::wit::login_provider::exports::weft::plugin::tokens as wit_tokens;
+mod login_flow {
+    use super::{Export, Login, PluginError, with_plugin};
+    use crate::wit::login_flow_export as wit;
 
-    login_flow_guest!(wit_login, LoginProviderExport, Login + TokenProvider);
+    impl<T: Login + Default + 'static> wit::Guest for Export<T> {
+        fn start(flow_id: String, relogin: Option<String>) -> Result<wit::LoginStep, PluginError> {
+            with_plugin(|p: &mut T| p.login_start(&flow_id, relogin.as_deref()))
+                .map(Into::into)
+                .map_err(Into::into)
+        }
 
-    impl<T: Login + TokenProvider + Default + 'static> wit_tokens::Guest for LoginProviderExport<T> {
+        fn submit(step_id: String, input: wit::StepInput) -> Result<wit::LoginStep, PluginError> {
+            with_plugin(|p: &mut T| p.login_submit(&step_id, input.into()))
+                .map(Into::into)
+                .map_err(Into::into)
+        }
+
+        fn cancel() {
+            with_plugin(|p: &mut T| p.login_cancel())
+        }
+    }
+}
+
+mod tokens {
+    use super::{Export, TokenProvider, with_plugin};
+    use crate::wit::tokens_export as wit;
+
+    impl<T: TokenProvider + Default + 'static> wit::Guest for Export<T> {
         fn from_captured(
             material: String,
             scopes: Vec<String>,
-        ) -> Result<wit_tokens::TokenSet, wit_tokens::TokenError> {
+        ) -> Result<wit::TokenSet, wit::TokenError> {
             with_plugin(|p: &mut T| p.tokens_from_captured(&material, &scopes))
                 .map(Into::into)
                 .map_err(Into::into)
@@ -177,7 +165,7 @@ mod login_provider_world {
         fn refresh(
             refresh_token: String,
             scopes: Vec<String>,
-        ) -> Result<wit_tokens::TokenSet, wit_tokens::TokenError> {
+        ) -> Result<wit::TokenSet, wit::TokenError> {
             with_plugin(|p: &mut T| p.refresh(&refresh_token, &scopes))
                 .map(Into::into)
                 .map_err(Into::into)
@@ -185,13 +173,11 @@ mod login_provider_world {
     }
 }
 
-mod credential_provider_world {
-    use super::{
-        CredentialProvider, CredentialProviderExport, CredentialRequest, PluginError, with_plugin,
-    };
-    use crate::wit::credential_provider::exports::weft::plugin::credentials as wit;
+mod credentials {
+    use super::{CredentialProvider, CredentialRequest, Export, PluginError, with_plugin};
+    use crate::wit::credentials::exports::weft::plugin::credentials as wit;
 
-    impl<T: CredentialProvider + Default + 'static> wit::Guest for CredentialProviderExport<T> {
+    impl<T: CredentialProvider + Default + 'static> wit::Guest for Export<T> {
         fn issue(request: wit::CredentialRequest) -> Result<wit::Credential, PluginError> {
             let request = CredentialRequest {
                 subject: request.subject,

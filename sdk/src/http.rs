@@ -26,7 +26,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Error;
-use crate::wit::imports::http as wit;
+use crate::wit::imports::weft::plugin::http as wit;
 
 /// The request method.
 pub use wit::Method;

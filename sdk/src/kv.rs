@@ -20,7 +20,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Error;
-use crate::wit::imports::kv as wit;
+use crate::wit::imports::weft::plugin::kv as wit;
 
 /// Why a key-value operation failed. A failed operation changed nothing.
 #[derive(Debug, Clone, PartialEq, Eq)]

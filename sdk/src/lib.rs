@@ -76,37 +76,67 @@ pub use wit_bindgen as __wit_bindgen;
 
 #[doc(hidden)]
 pub mod __rt {
-    pub use crate::export::{ConnectorExport, CredentialProviderExport, LoginProviderExport};
+    pub use crate::export::Export;
 }
 
 /// The raw bindings generated from the WIT package. Plugin authors use the
 /// rest of this crate instead; this is public only so that the registration
 /// macros can reach it from the plugin's crate.
+///
+/// The imports are generated once, in `imports`. Each exported interface
+/// is generated once, in a world of its own that exports only it: a
+/// connector links `network_api` and `login_flow`, a login provider
+/// `login_flow` and `tokens`, a credential provider `credentials`. So the
+/// same `login-flow` code serves every role, and a component declares only
+/// the exports its registration macro links.
 #[doc(hidden)]
 #[allow(missing_docs, unreachable_pub, clippy::all)]
 pub mod wit {
-    /// The connector world. Its imports are a superset of every other
-    /// world's, so the other worlds reuse these import bindings.
-    pub use weft_sdk_bindings as connector;
+    /// Every host import (the connector world's imports are a superset of
+    /// every other world's).
+    pub mod imports {
+        wit_bindgen::generate!({
+            path: "../wit/v0.1",
+            inline: "
+                package weft:sdk-bindings;
+                world imports {
+                    include weft:plugin/host-imports@0.1.0;
+                    import weft:plugin/timers@0.1.0;
+                    import weft:plugin/session@0.1.0;
+                    import weft:plugin/matrix@0.1.0;
+                    import weft:plugin/tokens@0.1.0;
+                }
+            ",
+            world: "weft:sdk-bindings/imports",
+            generate_all,
+            runtime_path: "weft_sdk::__wit_bindgen::rt",
+        });
+    }
 
-    /// Generates a provider world whose imports are the connector world's
-    /// (one set of import types, so the SDK's helpers serve every role).
-    macro_rules! provider_world {
-        ($world:literal, $export_macro:literal, $module:literal) => {
+    /// Generates the bindings of a world that exports one interface, with
+    /// the shared `types` interface taken from `imports`.
+    macro_rules! export_world {
+        ($world:literal, $inline:literal, $export_macro:literal, $module:literal) => {
             wit_bindgen::generate!({
                 path: "../wit/v0.1",
+                inline: $inline,
                 world: $world,
                 with: {
-                    "weft:plugin/types@0.1.0": crate::wit::connector::weft::plugin::types,
-                    "weft:plugin/http@0.1.0": crate::wit::connector::weft::plugin::http,
-                    "weft:plugin/kv@0.1.0": crate::wit::connector::weft::plugin::kv,
-                    "weft:plugin/log@0.1.0": crate::wit::connector::weft::plugin::log,
-                    "weft:plugin/config@0.1.0": crate::wit::connector::weft::plugin::config,
-                    "wasi:clocks/wall-clock@0.2.12": crate::wit::connector::wasi::clocks::wall_clock,
-                    "wasi:clocks/monotonic-clock@0.2.12": crate::wit::connector::wasi::clocks::monotonic_clock,
-                    "wasi:random/random@0.2.12": crate::wit::connector::wasi::random::random,
-                    "wasi:io/poll@0.2.12": crate::wit::connector::wasi::io::poll,
+                    "weft:plugin/types@0.1.0": crate::wit::imports::weft::plugin::types,
                 },
+                generate_all,
+                pub_export_macro: true,
+                export_macro_name: $export_macro,
+                default_bindings_module: $module,
+                runtime_path: "weft_sdk::__wit_bindgen::rt",
+            });
+        };
+        // A world whose interface uses no shared type.
+        (standalone $world:literal, $inline:literal, $export_macro:literal, $module:literal) => {
+            wit_bindgen::generate!({
+                path: "../wit/v0.1",
+                inline: $inline,
+                world: $world,
                 generate_all,
                 pub_export_macro: true,
                 export_macro_name: $export_macro,
@@ -116,25 +146,54 @@ pub mod wit {
         };
     }
 
-    /// The login-provider world.
-    pub mod login_provider {
-        provider_world!(
-            "weft:plugin/login-provider@0.1.0",
-            "export_login_provider",
-            "weft_sdk::wit::login_provider"
+    /// `network-api`, exported by connectors.
+    pub mod network_api {
+        export_world!(
+            "weft:sdk-bindings/network-api",
+            "package weft:sdk-bindings; world network-api { export weft:plugin/network-api@0.1.0; }",
+            "export_network_api",
+            "weft_sdk::wit::network_api"
         );
     }
 
-    /// The credential-provider world.
-    pub mod credential_provider {
-        provider_world!(
-            "weft:plugin/credential-provider@0.1.0",
-            "export_credential_provider",
-            "weft_sdk::wit::credential_provider"
+    /// `login-flow`, exported by connectors and login providers.
+    pub mod login_flow {
+        export_world!(
+            "weft:sdk-bindings/login-flow",
+            "package weft:sdk-bindings; world login-flow { export weft:plugin/login-flow@0.1.0; }",
+            "export_login_flow",
+            "weft_sdk::wit::login_flow"
         );
     }
 
-    pub(crate) use connector::weft::plugin as imports;
+    /// `tokens`, exported by login providers (connectors import it).
+    pub mod tokens {
+        export_world!(
+            standalone "weft:sdk-bindings/tokens",
+            "package weft:sdk-bindings; world tokens { export weft:plugin/tokens@0.1.0; }",
+            "export_tokens",
+            "weft_sdk::wit::tokens"
+        );
+    }
+
+    /// `credentials`, exported by credential providers.
+    pub mod credentials {
+        export_world!(
+            "weft:sdk-bindings/credentials",
+            "package weft:sdk-bindings; world credentials { export weft:plugin/credentials@0.1.0; }",
+            "export_credentials",
+            "weft_sdk::wit::credentials"
+        );
+    }
+
+    pub(crate) use exports::{login_flow_export, network_api_export, tokens_export};
+
+    /// Short paths to the generated export modules.
+    pub(crate) mod exports {
+        pub(crate) use crate::wit::login_flow::exports::weft::plugin::login_flow as login_flow_export;
+        pub(crate) use crate::wit::network_api::exports::weft::plugin::network_api as network_api_export;
+        pub(crate) use crate::wit::tokens::exports::weft::plugin::tokens as tokens_export;
+    }
 }
 
 /// Registers `$ty` as this component's connector.
@@ -145,9 +204,12 @@ pub mod wit {
 macro_rules! register_connector {
     ($ty:ty) => {
         const _: () = {
-            type __WeftConnector = $crate::__rt::ConnectorExport<$ty>;
-            $crate::wit::connector::export_connector!(
-                __WeftConnector with_types_in $crate::wit::connector
+            type __WeftPlugin = $crate::__rt::Export<$ty>;
+            $crate::wit::network_api::export_network_api!(
+                __WeftPlugin with_types_in $crate::wit::network_api
+            );
+            $crate::wit::login_flow::export_login_flow!(
+                __WeftPlugin with_types_in $crate::wit::login_flow
             );
         };
     };
@@ -160,10 +222,11 @@ macro_rules! register_connector {
 macro_rules! register_login_provider {
     ($ty:ty) => {
         const _: () = {
-            type __WeftLoginProvider = $crate::__rt::LoginProviderExport<$ty>;
-            $crate::wit::login_provider::export_login_provider!(
-                __WeftLoginProvider with_types_in $crate::wit::login_provider
+            type __WeftPlugin = $crate::__rt::Export<$ty>;
+            $crate::wit::login_flow::export_login_flow!(
+                __WeftPlugin with_types_in $crate::wit::login_flow
             );
+    $crate::wit::tokens::export_tokens!(__WeftPlugin with_types_in $crate::wit::tokens);
         };
     };
 }
@@ -175,9 +238,9 @@ macro_rules! register_login_provider {
 macro_rules! register_credential_provider {
     ($ty:ty) => {
         const _: () = {
-            type __WeftCredentialProvider = $crate::__rt::CredentialProviderExport<$ty>;
-            $crate::wit::credential_provider::export_credential_provider!(
-                __WeftCredentialProvider with_types_in $crate::wit::credential_provider
+            type __WeftPlugin = $crate::__rt::Export<$ty>;
+            $crate::wit::credentials::export_credentials!(
+                __WeftPlugin with_types_in $crate::wit::credentials
             );
         };
     };

@@ -5,7 +5,7 @@
 //! [`error!`](crate::error), [`debug!`](crate::debug),
 //! [`trace!`](crate::trace). Never log tokens.
 
-use crate::wit::imports::log as wit;
+use crate::wit::imports::weft::plugin::log as wit;
 
 /// How severe a record is.
 pub use wit::Level;

@@ -282,133 +282,123 @@ pub trait Login {
     fn login_cancel(&mut self) {}
 }
 
-/// Converts the SDK's login types to and from one world's generated
-/// `login-flow` types (the connector and the login provider export the
-/// same interface, generated twice).
-macro_rules! login_conversions {
-    ($wit:path) => {
-        const _: () = {
-            use $crate::login::{
-                CookieSourceKind, DisplayKind, FieldKind, LoginStep, StepInput, StepParams,
-            };
-            use $wit as w;
-
-            impl From<FieldKind> for w::FieldKind {
-                fn from(kind: FieldKind) -> Self {
-                    match kind {
-                        FieldKind::Username => Self::Username,
-                        FieldKind::Password => Self::Password,
-                        FieldKind::PhoneNumber => Self::PhoneNumber,
-                        FieldKind::Email => Self::Email,
-                        FieldKind::TwoFactorCode => Self::TwoFactorCode,
-                        FieldKind::Token => Self::Token,
-                        FieldKind::Url => Self::Url,
-                        FieldKind::Domain => Self::Domain,
-                        FieldKind::Select => Self::Select,
-                        FieldKind::CaptchaCode => Self::CaptchaCode,
-                    }
-                }
-            }
-
-            impl From<CookieSourceKind> for w::CookieSourceKind {
-                fn from(kind: CookieSourceKind) -> Self {
-                    match kind {
-                        CookieSourceKind::Cookie => Self::Cookie,
-                        CookieSourceKind::LocalStorage => Self::LocalStorage,
-                        CookieSourceKind::RequestHeader => Self::RequestHeader,
-                        CookieSourceKind::RequestBody => Self::RequestBody,
-                        CookieSourceKind::Special => Self::Special,
-                    }
-                }
-            }
-
-            impl From<DisplayKind> for w::DisplayKind {
-                fn from(kind: DisplayKind) -> Self {
-                    match kind {
-                        DisplayKind::Qr => Self::Qr,
-                        DisplayKind::Emoji => Self::Emoji,
-                        DisplayKind::Code => Self::Code,
-                        DisplayKind::Nothing => Self::Nothing,
-                    }
-                }
-            }
-
-            impl From<LoginStep> for w::LoginStep {
-                fn from(step: LoginStep) -> Self {
-                    let params = match step.params {
-                        StepParams::UserInput(fields) => w::StepParams::UserInput(
-                            fields
-                                .into_iter()
-                                .map(|f| w::InputField {
-                                    kind: f.kind.into(),
-                                    id: f.id,
-                                    name: f.name,
-                                    description: f.description,
-                                    default_value: f.default_value,
-                                    pattern: f.pattern,
-                                    options: f.options,
-                                })
-                                .collect(),
-                        ),
-                        StepParams::Cookies(c) => w::StepParams::Cookies(w::CookiesStep {
-                            url: c.url,
-                            user_agent: c.user_agent,
-                            fields: c
-                                .fields
-                                .into_iter()
-                                .map(|f| w::CookieField {
-                                    id: f.id,
-                                    required: f.required,
-                                    sources: f
-                                        .sources
-                                        .into_iter()
-                                        .map(|s| w::CookieSource {
-                                            kind: s.kind.into(),
-                                            name: s.name,
-                                            request_url_regex: s.request_url_regex,
-                                            cookie_domain: s.cookie_domain,
-                                        })
-                                        .collect(),
-                                    pattern: f.pattern,
-                                })
-                                .collect(),
-                            extract_js: c.extract_js,
-                            wait_for_url_pattern: c.wait_for_url_pattern,
-                        }),
-                        StepParams::DisplayAndWait(d) => {
-                            w::StepParams::DisplayAndWait(w::DisplayStep {
-                                kind: d.kind.into(),
-                                data: d.data,
-                                image_url: d.image_url,
-                                poll_after_ms: d.poll_after_ms,
-                            })
-                        }
-                        StepParams::Complete(c) => w::StepParams::Complete(w::CompleteStep {
-                            login_id: c.login_id,
-                            remote_name: c.remote_name,
-                            metadata: c.metadata,
-                        }),
-                    };
-                    Self {
-                        step_id: step.step_id,
-                        instructions: step.instructions,
-                        params,
-                    }
-                }
-            }
-
-            impl From<w::StepInput> for StepInput {
-                fn from(input: w::StepInput) -> Self {
-                    match input {
-                        w::StepInput::UserInput(fields) => Self::UserInput(fields),
-                        w::StepInput::Cookies(fields) => Self::Cookies(fields),
-                        w::StepInput::Wait => Self::Wait,
-                    }
-                }
-            }
-        };
+/// Conversions between the SDK's login types and the generated
+/// `login-flow` types (one set, whatever the plugin's role).
+mod convert {
+    use crate::login::{
+        CookieSourceKind, DisplayKind, FieldKind, LoginStep, StepInput, StepParams,
     };
-}
+    use crate::wit::login_flow_export as w;
 
-login_conversions!(crate::wit::connector::exports::weft::plugin::login_flow);
-login_conversions!(crate::wit::login_provider::exports::weft::plugin::login_flow);
+    impl From<FieldKind> for w::FieldKind {
+        fn from(kind: FieldKind) -> Self {
+            match kind {
+                FieldKind::Username => Self::Username,
+                FieldKind::Password => Self::Password,
+                FieldKind::PhoneNumber => Self::PhoneNumber,
+                FieldKind::Email => Self::Email,
+                FieldKind::TwoFactorCode => Self::TwoFactorCode,
+                FieldKind::Token => Self::Token,
+                FieldKind::Url => Self::Url,
+                FieldKind::Domain => Self::Domain,
+                FieldKind::Select => Self::Select,
+                FieldKind::CaptchaCode => Self::CaptchaCode,
+            }
+        }
+    }
+
+    impl From<CookieSourceKind> for w::CookieSourceKind {
+        fn from(kind: CookieSourceKind) -> Self {
+            match kind {
+                CookieSourceKind::Cookie => Self::Cookie,
+                CookieSourceKind::LocalStorage => Self::LocalStorage,
+                CookieSourceKind::RequestHeader => Self::RequestHeader,
+                CookieSourceKind::RequestBody => Self::RequestBody,
+                CookieSourceKind::Special => Self::Special,
+            }
+        }
+    }
+
+    impl From<DisplayKind> for w::DisplayKind {
+        fn from(kind: DisplayKind) -> Self {
+            match kind {
+                DisplayKind::Qr => Self::Qr,
+                DisplayKind::Emoji => Self::Emoji,
+                DisplayKind::Code => Self::Code,
+                DisplayKind::Nothing => Self::Nothing,
+            }
+        }
+    }
+
+    impl From<LoginStep> for w::LoginStep {
+        fn from(step: LoginStep) -> Self {
+            let params = match step.params {
+                StepParams::UserInput(fields) => w::StepParams::UserInput(
+                    fields
+                        .into_iter()
+                        .map(|f| w::InputField {
+                            kind: f.kind.into(),
+                            id: f.id,
+                            name: f.name,
+                            description: f.description,
+                            default_value: f.default_value,
+                            pattern: f.pattern,
+                            options: f.options,
+                        })
+                        .collect(),
+                ),
+                StepParams::Cookies(c) => w::StepParams::Cookies(w::CookiesStep {
+                    url: c.url,
+                    user_agent: c.user_agent,
+                    fields: c
+                        .fields
+                        .into_iter()
+                        .map(|f| w::CookieField {
+                            id: f.id,
+                            required: f.required,
+                            sources: f
+                                .sources
+                                .into_iter()
+                                .map(|s| w::CookieSource {
+                                    kind: s.kind.into(),
+                                    name: s.name,
+                                    request_url_regex: s.request_url_regex,
+                                    cookie_domain: s.cookie_domain,
+                                })
+                                .collect(),
+                            pattern: f.pattern,
+                        })
+                        .collect(),
+                    extract_js: c.extract_js,
+                    wait_for_url_pattern: c.wait_for_url_pattern,
+                }),
+                StepParams::DisplayAndWait(d) => w::StepParams::DisplayAndWait(w::DisplayStep {
+                    kind: d.kind.into(),
+                    data: d.data,
+                    image_url: d.image_url,
+                    poll_after_ms: d.poll_after_ms,
+                }),
+                StepParams::Complete(c) => w::StepParams::Complete(w::CompleteStep {
+                    login_id: c.login_id,
+                    remote_name: c.remote_name,
+                    metadata: c.metadata,
+                }),
+            };
+            Self {
+                step_id: step.step_id,
+                instructions: step.instructions,
+                params,
+            }
+        }
+    }
+
+    impl From<w::StepInput> for StepInput {
+        fn from(input: w::StepInput) -> Self {
+            match input {
+                w::StepInput::UserInput(fields) => Self::UserInput(fields),
+                w::StepInput::Cookies(fields) => Self::Cookies(fields),
+                w::StepInput::Wait => Self::Wait,
+            }
+        }
+    }
+}

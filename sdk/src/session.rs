@@ -5,7 +5,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::Error;
-use crate::wit::imports::session as wit;
+use crate::wit::imports::weft::plugin::session as wit;
 
 /// A login as the host knows it.
 pub use wit::LoginInfo;

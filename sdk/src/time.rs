@@ -4,8 +4,8 @@
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crate::wit::connector::wasi::clocks::{monotonic_clock, wall_clock};
-use crate::wit::connector::wasi::random::random;
+use crate::wit::imports::wasi::clocks::{monotonic_clock, wall_clock};
+use crate::wit::imports::wasi::random::random;
 
 /// The wall-clock time.
 pub fn now() -> SystemTime {

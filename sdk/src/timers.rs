@@ -8,7 +8,7 @@ use std::fmt;
 use std::time::Duration;
 
 use crate::Error;
-use crate::wit::imports::timers as wit;
+use crate::wit::imports::weft::plugin::timers as wit;
 
 /// Why a timer could not be set.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::wit::connector::weft::plugin::tokens as wit;
+use crate::wit::imports::weft::plugin::tokens as wit;
 
 /// A set of tokens for one account.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -117,8 +117,8 @@ macro_rules! token_conversions {
     };
 }
 
-token_conversions!(crate::wit::connector::weft::plugin::tokens);
-token_conversions!(crate::wit::login_provider::exports::weft::plugin::tokens);
+token_conversions!(crate::wit::imports::weft::plugin::tokens);
+token_conversions!(crate::wit::tokens_export);
 
 /// Asks the connector's login provider to extract tokens for `scopes` from
 /// material a login flow captured.
