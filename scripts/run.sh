@@ -22,8 +22,9 @@ MATRIX_PASSWORD="weft-demo-password"
 scripts/setup.sh
 step() { printf '\n==> %s\n' "$*"; }
 
-step "building weft and the echo service"
+step "building weft, the echo service and the echo plugin"
 cargo build --locked -p weft-host -p echo-service
+cargo weft build -p echo
 WEFT="$ROOT/target/debug/weft"
 ECHO_SERVICE="$ROOT/target/debug/echo-service"
 

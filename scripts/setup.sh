@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Installs what weft needs on a fresh machine, then builds the plugins.
-# Safe to run again: each step checks before it installs.
+# Installs what weft needs on a fresh machine: the wasm toolchain and a
+# pinned Synapse. Safe to run again: each step checks before it installs.
+# (The plugins are built by whoever needs them: `cargo weft build` in
+# scripts/run.sh, the test crate's build script for the tests.)
 #
-#   scripts/setup.sh            wasm toolchain, Synapse venv, plugins
+#   scripts/setup.sh            wasm toolchain, Synapse venv
 #   scripts/setup.sh --no-synapse
 #
 # The wasm toolchain: rustup's wasm targets if rustup can add them;
@@ -62,7 +64,7 @@ fi
 if [ "$WANT_SYNAPSE" = 1 ]; then
   step "Synapse $SYNAPSE_VERSION (for the Matrix tests and the demo)"
   if [ -x .venv-synapse/bin/python ] &&
-    .venv-synapse/bin/python -c "import synapse, sys; sys.exit(synapse.__version__ != '$SYNAPSE_VERSION')" 2>/dev/null; then
+    .venv-synapse/bin/python -c "import importlib.metadata as m, sys; sys.exit(m.version('matrix-synapse') != '$SYNAPSE_VERSION')" 2>/dev/null; then
     echo "already in .venv-synapse"
   else
     if ! python3 -c "import venv, ensurepip" 2>/dev/null; then apt_install python3-venv; fi
@@ -70,6 +72,3 @@ if [ "$WANT_SYNAPSE" = 1 ]; then
     .venv-synapse/bin/pip install --quiet --disable-pip-version-check "matrix-synapse==$SYNAPSE_VERSION"
   fi
 fi
-
-step "building plugins (cargo weft build)"
-cargo weft build

@@ -17,14 +17,13 @@ pub fn workspace() -> PathBuf {
         .to_owned()
 }
 
-/// The component `cargo weft build` made for package `package`.
+/// The component of package `package`, built from source by this crate's
+/// build script (so it is never older than the code it is tested with).
 pub fn component(package: &str) -> PathBuf {
-    let path = workspace()
-        .join("target/plugins")
-        .join(format!("{package}.wasm"));
+    let path = PathBuf::from(env!("WEFT_TEST_PLUGINS")).join(format!("{package}.wasm"));
     assert!(
         path.exists(),
-        "{} is missing: build the plugins first with `cargo weft build` (the README's test command does)",
+        "{} is missing: the build script builds every plugin package of the workspace",
         path.display()
     );
     path

@@ -18,7 +18,7 @@ use anyhow::{Context, Result, bail};
 
 /// The wasm targets a plugin can be built for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) enum Target {
+pub enum Target {
     /// No WASI: clocks and randomness come through the SDK's host imports.
     UnknownUnknown,
     /// WASI preview 1, adapted to a component with the reactor adapter.
@@ -28,7 +28,7 @@ pub(crate) enum Target {
 }
 
 impl Target {
-    pub(crate) fn triple(self) -> &'static str {
+    pub fn triple(self) -> &'static str {
         match self {
             Self::UnknownUnknown => "wasm32-unknown-unknown",
             Self::WasiP1 => "wasm32-wasip1",
@@ -59,9 +59,10 @@ impl FromStr for Target {
 }
 
 /// Which route the user asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub(crate) enum ToolchainChoice {
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum ToolchainChoice {
     /// rustup if it has the target, else Debian's.
+    #[default]
     Auto,
     /// rustup only.
     Rustup,
@@ -71,7 +72,7 @@ pub(crate) enum ToolchainChoice {
 
 /// A toolchain able to build one target.
 #[derive(Debug)]
-pub(crate) struct Toolchain {
+pub struct Toolchain {
     target: Target,
     route: Route,
 }
@@ -106,7 +107,7 @@ const DEBIAN_RUSTC: &str = "/usr/bin/rustc";
 const DEBIAN_CARGO: &str = "/usr/bin/cargo";
 
 impl Toolchain {
-    pub(crate) fn detect(target: Target, choice: ToolchainChoice) -> Result<Self> {
+    pub fn detect(target: Target, choice: ToolchainChoice) -> Result<Self> {
         if matches!(choice, ToolchainChoice::Auto | ToolchainChoice::Rustup) {
             match rustup_route(target) {
                 Ok(route) => return Ok(Self { target, route }),
@@ -147,6 +148,10 @@ impl Toolchain {
             // Flags meant for the host build must not leak into the wasm one.
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
             .env_remove("RUSTC_WRAPPER")
+            // Under `cargo clippy` a build script's environment carries
+            // clippy as the wrapper; the plugin build is a plain one.
+            .env_remove("RUSTC_WORKSPACE_WRAPPER")
+            .env_remove("CLIPPY_ARGS")
             .env_remove("CARGO_BUILD_TARGET");
         match &self.route {
             Route::Rustup { .. } => {
