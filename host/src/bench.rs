@@ -36,6 +36,9 @@ pub struct BenchOptions {
     pub tick_for: Duration,
     /// The allocator, instead of the default.
     pub allocator: Option<Allocator>,
+    /// Run only this scenario, in this process (how `weft bench` runs
+    /// each one in a child process).
+    pub scenario: Option<Scenario>,
 }
 
 struct Stats {
@@ -175,8 +178,94 @@ fn kib(bytes: u64) -> String {
     format!("{:.1} KiB", bytes as f64 / 1024.0)
 }
 
-/// Runs the benchmarks on the component at `path` and prints the figures.
+/// One measurement, run in a process of its own so that none inherits the
+/// memory another one grew.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scenario {
+    /// Compile, instantiate, call.
+    Basics,
+    /// This many live logins with ticking timers.
+    Live(usize),
+    /// This many hibernating logins.
+    Hibernating(usize),
+}
+
+impl std::str::FromStr for Scenario {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let count = |n: &str| n.parse().map_err(|_| format!("bad count in `{s}`"));
+        match s.split_once(':') {
+            None if s == "basics" => Ok(Self::Basics),
+            Some(("live", n)) => Ok(Self::Live(count(n)?)),
+            Some(("hibernating", n)) => Ok(Self::Hibernating(count(n)?)),
+            _ => Err(format!("unknown scenario `{s}`")),
+        }
+    }
+}
+
+impl std::fmt::Display for Scenario {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Basics => f.write_str("basics"),
+            Self::Live(n) => write!(f, "live:{n}"),
+            Self::Hibernating(n) => write!(f, "hibernating:{n}"),
+        }
+    }
+}
+
+/// Runs the benchmarks on the component at `path` and prints the figures:
+/// each scenario in a child process (`weft bench --scenario …`), unless
+/// `options.scenario` names the one to run here.
 pub async fn run(path: &Path, options: BenchOptions) -> Result<()> {
+    if let Some(scenario) = options.scenario {
+        return run_scenario(path, &options, scenario).await;
+    }
+    let source = PluginSource::read(path)?;
+    let manifest = Manifest::parse(&source.manifest)?;
+    println!(
+        "weft bench: {} {} ({} bytes), {} CPUs",
+        manifest.id,
+        manifest.version,
+        source.bytes.len(),
+        std::thread::available_parallelism().map_or(1, usize::from)
+    );
+    let mut scenarios = vec![Scenario::Basics];
+    scenarios.extend(
+        options
+            .logins
+            .iter()
+            .filter(|&&n| n > 0)
+            .map(|&n| Scenario::Live(n)),
+    );
+    if options.hibernating > 0 {
+        scenarios.push(Scenario::Hibernating(options.hibernating));
+    }
+    let exe = std::env::current_exe().context("cannot find the weft binary")?;
+    for scenario in scenarios {
+        let mut command = tokio::process::Command::new(&exe);
+        command
+            .arg("bench")
+            .arg("--plugin")
+            .arg(path)
+            .args(["--samples", &options.samples.to_string()])
+            .args(["--tick-ms", &options.tick_ms.to_string()])
+            .args(["--tick-secs", &options.tick_for.as_secs().to_string()])
+            .args(["--scenario", &scenario.to_string()]);
+        match options.allocator {
+            Some(Allocator::Pooling) => drop(command.args(["--allocator", "pooling"])),
+            Some(Allocator::OnDemand) => drop(command.args(["--allocator", "on-demand"])),
+            None => {}
+        }
+        let status = command.status().await.context("cannot run a benchmark")?;
+        if !status.success() {
+            anyhow::bail!("the {scenario} benchmark failed ({status})");
+        }
+    }
+    Ok(())
+}
+
+async fn run_scenario(path: &Path, options: &BenchOptions, scenario: Scenario) -> Result<()> {
     crate::init_tls();
     let source = PluginSource::read(path)?;
     let manifest = Manifest::parse(&source.manifest)?;
@@ -187,23 +276,42 @@ pub async fn run(path: &Path, options: BenchOptions) -> Result<()> {
         Some(Allocator::Pooling) => "allocator = \"pooling\"\n",
         None => "",
     };
-    let max_logins = options.logins.iter().copied().max().unwrap_or(0);
-    let live_runtime = format!(
-        "{allocator}hibernate = false\nmax-instances = {}\n",
-        (max_logins + max_logins / 5 + 64).max(1000)
-    );
-    println!(
-        "weft bench: {} {} ({} bytes), {} CPUs",
-        manifest.id,
-        manifest.version,
-        source.bytes.len(),
-        std::thread::available_parallelism().map_or(1, usize::from)
-    );
+    let bench = Bench {
+        source,
+        manifest,
+        dir: dir.clone(),
+        allocator,
+    };
+    let result = match scenario {
+        Scenario::Basics => bench.basics(options).await,
+        Scenario::Live(count) => bench.live(options, count).await,
+        Scenario::Hibernating(count) => bench.hibernating(count).await,
+    };
+    let _ = std::fs::remove_dir_all(&dir);
+    result
+}
 
-    // Compile, instantiate and call, on a host with no logins.
-    {
-        let config = config_for(&manifest, &dir, &live_runtime, "")?;
-        let host = start_host(config, &source).await?;
+struct Bench {
+    source: PluginSource,
+    manifest: Manifest,
+    dir: std::path::PathBuf,
+    allocator: &'static str,
+}
+
+impl Bench {
+    fn live_runtime(&self, count: usize) -> String {
+        format!(
+            "{}hibernate = false\nmax-instances = {}\n",
+            self.allocator,
+            (count + count / 5 + 64).max(1000)
+        )
+    }
+
+    async fn basics(&self, options: &BenchOptions) -> Result<()> {
+        let (source, manifest, dir) = (&self.source, &self.manifest, &self.dir);
+        let live_runtime = self.live_runtime(0);
+        let config = config_for(manifest, dir, &live_runtime, "")?;
+        let host = start_host(config, source).await?;
         let registry: &Arc<Registry> = host.registry();
         println!("allocator: {:?}", registry.allocator());
         let started = Instant::now();
@@ -235,16 +343,19 @@ pub async fn run(path: &Path, options: BenchOptions) -> Result<()> {
             Stats::new(calls).line("call round trip (login-flow.cancel)")
         );
         host.shutdown().await;
+        Ok(())
     }
 
-    for &count in &options.logins {
+    async fn live(&self, options: &BenchOptions, count: usize) -> Result<()> {
+        let (source, manifest, dir) = (&self.source, &self.manifest, &self.dir);
+        let live_runtime = self.live_runtime(count);
         println!(
             "\n-- {count} live logins, each with a {} ms timer --",
             options.tick_ms
         );
         let settings = format!("start-interval-ms = {}", options.tick_ms);
-        let config = config_for(&manifest, &dir, &live_runtime, &settings)?;
-        let host = start_host(config, &source).await?;
+        let config = config_for(manifest, dir, &live_runtime, &settings)?;
+        let host = start_host(config, source).await?;
         let (rss_before, maps_before) = (rss_bytes(), mappings());
         let started = Instant::now();
         let handles =
@@ -310,14 +421,16 @@ pub async fn run(path: &Path, options: BenchOptions) -> Result<()> {
         );
         drop(handles);
         host.shutdown().await;
+        Ok(())
     }
 
-    if options.hibernating > 0 {
-        let count = options.hibernating;
+    async fn hibernating(&self, count: usize) -> Result<()> {
+        let (source, manifest, dir, allocator) =
+            (&self.source, &self.manifest, &self.dir, self.allocator);
         println!("\n-- {count} hibernating logins (timers an hour away) --");
         let runtime = format!("{allocator}hibernate = true\nhibernate-after-ms = 50\n");
-        let config = config_for(&manifest, &dir, &runtime, "start-interval-ms = 3600000")?;
-        let host = start_host(config, &source).await?;
+        let config = config_for(manifest, dir, &runtime, "start-interval-ms = 3600000")?;
+        let host = start_host(config, source).await?;
         let rss_before = rss_bytes();
         let started = Instant::now();
         // In batches, so the live ones fit the instance pool while they
@@ -334,12 +447,29 @@ pub async fn run(path: &Path, options: BenchOptions) -> Result<()> {
             created += n;
         }
         let elapsed = started.elapsed();
-        // Let the allocator return what the live phase used.
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        // A new interval first fires within ten seconds (the host spreads
+        // first firings), waking its login once; wait until every login
+        // has done that and is asleep again.
+        let settle = Instant::now();
+        tokio::time::sleep(Duration::from_secs(11)).await;
+        while host.registry().live_logins() > 0 && settle.elapsed() < Duration::from_secs(60) {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
         let rss_after = rss_bytes();
         println!(
             "{:<40} {:>9.1?}",
             "start and hibernate every login", elapsed
+        );
+        let mut phases = std::collections::BTreeMap::new();
+        for status in host.registry().statuses().values() {
+            *phases
+                .entry(format!("{:?}", status.phase))
+                .or_insert(0usize) += 1;
+        }
+        let metrics = host.registry().metrics();
+        println!(
+            "{:<40} {phases:?}; {} hibernations, {} wakes",
+            "phases", metrics.hibernations, metrics.wakes
         );
         println!(
             "{:<40} {:>12}  (RSS {} → {} MiB; {} live, {} wake-ups scheduled)",
@@ -351,10 +481,8 @@ pub async fn run(path: &Path, options: BenchOptions) -> Result<()> {
             host.registry().scheduled_wakeups(),
         );
         host.shutdown().await;
+        Ok(())
     }
-
-    let _ = std::fs::remove_dir_all(&dir);
-    Ok(())
 }
 
 /// CPU time used by the process so far (Linux).

@@ -290,7 +290,11 @@ impl Bridge {
         );
         match self.client.send(invite, None).await {
             Ok(_) => Ok(()),
-            Err(error) if error.errcode() == Some("M_FORBIDDEN") => Ok(()),
+            Err(error) if error.errcode() == Some("M_FORBIDDEN") => {
+                // Synapse answers an invite of a member with 403.
+                tracing::debug!(%room, %user, %error, "invite refused; already in the room?");
+                Ok(())
+            }
             Err(error) => Err(error.into()),
         }
     }

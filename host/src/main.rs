@@ -65,6 +65,10 @@ enum Command {
         /// The allocator: pooling or on-demand (default: the config's).
         #[arg(long)]
         allocator: Option<String>,
+        /// Run one scenario in this process (basics, live:N or
+        /// hibernating:N); `weft bench` runs each in a child process.
+        #[arg(long, hide = true)]
+        scenario: Option<weft_host::bench::Scenario>,
     },
     /// Manage the plugins of a running host.
     #[command(subcommand)]
@@ -169,6 +173,7 @@ fn run_cli() -> Result<()> {
                 tick_ms,
                 tick_secs,
                 allocator,
+                scenario,
             } => {
                 let allocator = match allocator.as_deref() {
                     None => None,
@@ -183,6 +188,7 @@ fn run_cli() -> Result<()> {
                     tick_ms,
                     tick_for: std::time::Duration::from_secs(tick_secs),
                     allocator,
+                    scenario,
                 };
                 weft_host::bench::run(&plugin, options).await
             }

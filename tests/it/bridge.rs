@@ -44,7 +44,11 @@ async fn one_user_with_two_logins_gets_separate_rooms_and_messages_stay_in_their
     user.wait_for_body(&alice_group, "hello team").await;
     user.wait_for_body(&bob_group, "hello team").await;
 
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A later message in the group reaching both group rooms shows that
+    // both logins have bridged everything sent before it.
+    env.echo.service.say(&group, "carol", "marker");
+    user.wait_for_body(&alice_group, "marker").await;
+    user.wait_for_body(&bob_group, "marker").await;
     for room in [&bob_echo, &bob_group, &alice_group] {
         assert!(
             !user
@@ -91,9 +95,10 @@ async fn a_matrix_message_reaches_the_right_login_exactly_once_and_is_not_echoed
             .all(|m| m.text != "hello from matrix")
     );
     // The connector saw its own message on its next polls, and the bridge
-    // dropped that echo: the room has the user's message once, and no
-    // ghost repeated it.
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // dropped that echo: once a later remote message has arrived, the room
+    // has the user's message once, and no ghost repeated it.
+    env.echo.service.say("c1", "echo", "marker");
+    user.wait_for_body(&alice_echo, "marker").await;
     let copies: Vec<_> = user
         .messages(&alice_echo)
         .await
@@ -135,7 +140,8 @@ async fn a_replayed_transaction_changes_nothing_and_a_wrong_hs_token_is_refused(
     };
 
     // Without a token: 401; with a wrong one: 403. Nothing reaches the
-    // remote side.
+    // remote side: once a later message sent the normal way has arrived,
+    // the refused one is still not there.
     assert_eq!(put("t-none", None).await.unwrap().status(), 401);
     assert_eq!(
         put("t-wrong", Some("not-the-hs-token".into()))
@@ -144,7 +150,8 @@ async fn a_replayed_transaction_changes_nothing_and_a_wrong_hs_token_is_refused(
             .status(),
         403
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    user.send_text(&room, "first marker").await;
+    wait_remote(&env, "c1", "first marker").await;
     assert!(
         env.echo
             .service
@@ -177,7 +184,10 @@ async fn a_replayed_transaction_changes_nothing_and_a_wrong_hs_token_is_refused(
             .status(),
         200
     );
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Events of one room are handled in order: a later message arriving
+    // shows the replays were handled.
+    user.send_text(&room, "second marker").await;
+    wait_remote(&env, "c1", "second marker").await;
     let sent: Vec<_> = env
         .echo
         .service
@@ -207,7 +217,9 @@ async fn portals_ghosts_and_mappings_survive_a_host_restart_without_duplicates()
     user.wait_for_body(&room, "while you were away").await;
     user.send_text(&room, "after the restart").await;
     user.wait_for_body(&room, "echo: after the restart").await;
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // A later remote message shows every earlier one was bridged.
+    env.echo.service.say("c1", "echo", "marker");
+    user.wait_for_body(&room, "marker").await;
 
     // Same room (the portal was kept), no message twice, no new rooms.
     let bodies = user.bodies(&room).await;
@@ -305,4 +317,144 @@ async fn the_homeserver_can_ping_the_appservice_and_query_its_users() {
             .status(),
         404
     );
+}
+
+/// Waits until `text` was posted in remote chat `chat`.
+async fn wait_remote(env: &BridgeEnv, chat: &str, text: &str) {
+    weft_tests::eventually(Duration::from_secs(20), text, || {
+        env.echo
+            .service
+            .messages(chat)
+            .iter()
+            .any(|m| m.text == text)
+            .then_some(())
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_remote_user_whose_ghost_id_would_pass_255_bytes_gets_a_short_ghost_and_bridging_goes_on()
+{
+    let env = BridgeEnv::start().await;
+    let user = env.user("user").await;
+    let long = format!("very-{}-long", "l".repeat(300));
+    env.echo.service.add_user(&long, "pw", "Long Name");
+    let chat = env
+        .echo
+        .service
+        .add_chat(Some("Long names"), "group", &["alice", &long]);
+    let alice = env.login(&user, "alice").await;
+    let room = env.portal_room(&alice, &chat).await;
+    user.wait_for_rooms(2, &[]).await;
+
+    env.echo.service.say(&chat, &long, "from far away");
+    let event = user.wait_for_body(&room, "from far away").await;
+    // The ghost's id fits Matrix's limit, in its shortened form.
+    let sender = event["sender"].as_str().unwrap();
+    assert!(sender.len() <= 255, "{sender}");
+    assert!(sender.starts_with("@echo_very-"), "{sender}");
+    assert!(sender.contains("=="), "{sender}");
+    // The login keeps bridging after it (nothing is stuck in its queue).
+    env.echo.service.say(&chat, &long, "and again");
+    let again = user.wait_for_body(&room, "and again").await;
+    assert_eq!(again["sender"], sender);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_login_through_the_admin_api_unbridges_its_portals() {
+    let env = BridgeEnv::start().await;
+    let user = env.user("user").await;
+    let alice = env.login(&user, "alice").await;
+    let room = env.portal_room(&alice, "c1").await;
+    user.wait_for_rooms(1, &[]).await;
+    user.wait_for_body(&room, "Hi! I echo what you say.").await;
+
+    let (status, _) = env
+        .admin(reqwest::Method::DELETE, "/logins/echo:alice")
+        .await;
+    assert_eq!(status, 200);
+    // The same unbridging as a user's logout: a notice, and the portal
+    // is forgotten.
+    user.wait_for_text(&room, "no longer bridged").await;
+    let bridge = env.host().bridge().unwrap();
+    assert!(bridge.store.portal_of_room(&room).unwrap().is_none());
+    assert!(env.host().logins().store.get(&alice).unwrap().is_none());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connector_that_shares_group_portals_invites_every_logins_owner_to_the_one_room() {
+    let env = BridgeEnv::start_with(weft_tests::bridge::BridgeOptions {
+        manifest_edits: vec![(
+            "split-portals = true".into(),
+            "split-portals = false".into(),
+        )],
+    })
+    .await;
+    let group = env
+        .echo
+        .service
+        .add_chat(Some("Team"), "group", &["alice", "bob"]);
+    let anna = env.user("anna").await;
+    let ben = env.user("ben").await;
+    let alice = env.login(&anna, "alice").await;
+    let bob = env.login(&ben, "bob").await;
+    let room = env.shared_portal_room(&group).await;
+    // Both owners are invited to the one room (and each also has their
+    // own direct chat with the echo bot).
+    ben.wait_for_rooms(2, &[]).await;
+    anna.wait_for_rooms(2, &[]).await;
+    assert!(ben.joined_rooms().await.contains(&room));
+    assert!(anna.joined_rooms().await.contains(&room));
+    // Each user's messages go out through their own login.
+    anna.send_text(&room, "from anna").await;
+    ben.send_text(&room, "from ben").await;
+    wait_remote(&env, &group, "from anna").await;
+    wait_remote(&env, &group, "from ben").await;
+    let senders: Vec<(String, String)> = env
+        .echo
+        .service
+        .messages(&group)
+        .into_iter()
+        .map(|m| (m.text, m.sender))
+        .collect();
+    assert!(
+        senders.contains(&("from anna".into(), "alice".into())),
+        "{senders:?}"
+    );
+    assert!(
+        senders.contains(&("from ben".into(), "bob".into())),
+        "{senders:?}"
+    );
+    let _ = (alice, bob);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_the_homeserver_refuses_for_good_becomes_a_dead_letter_and_later_events_flow() {
+    let env = BridgeEnv::start().await;
+    let user = env.user("user").await;
+    let alice = env.login(&user, "alice").await;
+    let room = env.portal_room(&alice, "c1").await;
+    user.wait_for_rooms(1, &[]).await;
+    user.wait_for_body(&room, "Hi! I echo what you say.").await;
+    // An HTML body just under the connector limit makes an event over
+    // Matrix's 64 KiB: Synapse refuses it with 413.
+    let huge = format!("<p>{}</p>", "x".repeat(65_000));
+    env.echo.service.say_html("c1", "echo", "huge", &huge);
+    env.echo.service.say("c1", "echo", "after the huge one");
+    user.wait_for_body(&room, "after the huge one").await;
+    // The refused event is kept for the operator, with the reason.
+    let (status, letters) = env.admin(reqwest::Method::GET, "/dead-letters").await;
+    assert_eq!(status, 200);
+    let letters = letters.as_array().unwrap();
+    assert_eq!(letters.len(), 1, "{letters:?}");
+    assert_eq!(letters[0]["kind"], "message");
+    assert!(
+        letters[0]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("M_TOO_LARGE"),
+        "{letters:?}"
+    );
+    // Its content is shown only on request.
+    assert!(letters[0].get("stored").is_none());
 }

@@ -60,15 +60,21 @@ async fn upgrading_echo_while_logins_are_live_keeps_their_kv_state_and_loses_no_
         let service = echo.service.clone();
         tokio::spawn(async move {
             let mut sent = Vec::new();
+            let mut pace = tokio::time::interval(Duration::from_millis(15));
             for n in 0..40 {
+                pace.tick().await;
                 sent.push(("alice", service.say("c1", "echo", &format!("to alice {n}"))));
                 sent.push(("bob", service.say("c2", "echo", &format!("to bob {n}"))));
-                tokio::time::sleep(Duration::from_millis(15)).await;
             }
             sent
         })
     };
-    tokio::time::sleep(Duration::from_millis(150)).await;
+    // The upgrade starts once messages are flowing.
+    test.events
+        .wait_for("the first messages", |_| {
+            test.events.message_ids(alice.key()).len() > 3
+        })
+        .await;
     let next = relabelled(&test.plugins_dir(), "echo", "echo-next", "0.1.1");
     let outcome = test
         .host
@@ -363,4 +369,88 @@ async fn the_admin_api_loads_plugins_and_refuses_without_its_token() {
         .login(&LoginKey::new("probe", "carol"))
         .unwrap();
     assert_eq!(ask(&login, "whoami").await, "carol");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_login_created_while_its_plugin_is_being_upgraded_starts_on_the_new_version() {
+    // Each start takes 300 ms, so an upgrade of three logins takes about
+    // a second.
+    let test = TestHost::builder()
+        .plugin("probe")
+        .config("[plugin.probe.settings]\nstart-sleep-ms = 300")
+        .start()
+        .await;
+    let existing = [
+        test.login("probe", "a").await,
+        test.login("probe", "b").await,
+        test.login("probe", "c").await,
+    ];
+    for login in &existing {
+        login
+            .wait_for(Duration::from_secs(10), |s| {
+                s.phase == weft_runtime::Phase::Running
+            })
+            .await
+            .expect("running");
+    }
+    let registry = test.host.registry().clone();
+    let upgrade = tokio::spawn(async move {
+        registry
+            .load_file(&component("probe-next"))
+            .await
+            .map(drop)
+            .map_err(|e| e.to_string())
+    });
+    // Once the first login has moved, the upgrade is under way: the
+    // plugin's current version is still 0.1.0 until every login moved.
+    existing[0]
+        .wait_for(Duration::from_secs(10), |s| s.plugin_version == "0.2.0")
+        .await
+        .expect("the upgrade started");
+    let newcomer = test.login("probe", "newcomer").await;
+    upgrade.await.unwrap().expect("the upgrade succeeds");
+    // The login created meanwhile runs the new version, like the others.
+    assert_eq!(ask(&newcomer, "version").await, "0.2.0");
+    for login in &existing {
+        assert_eq!(ask(login, "version").await, "0.2.0");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ghost_namespace_that_is_not_delimited_or_overlaps_another_connector_is_refused() {
+    // `a` would claim real users such as @alice.
+    let test = TestHost::builder()
+        .grant(
+            "probe",
+            &format!(
+                "{}\nghost-prefix = \"a\"",
+                weft_tests::host::DEFAULT_PROBE_GRANT
+            ),
+        )
+        .start()
+        .await;
+    let path = copy_component("probe", &test.plugins_dir());
+    let error = test.host.registry().load_file(&path).await.unwrap_err();
+    assert!(error.to_string().contains("ghost prefix `a`"), "{error}");
+    assert!(test.host.registry().plugin("probe").is_none());
+
+    // Two connectors whose namespaces overlap: the second one is refused
+    // and the error names the first.
+    let test = TestHost::builder()
+        .plugin("probe")
+        .grant(
+            "echo",
+            "http = [\"http://127.0.0.1:*\"]\nprivate-networks = true\nghost-prefix = \"probe_x_\"",
+        )
+        .config("[plugin.echo.settings]\nbase-url = \"http://127.0.0.1:1\"")
+        .start()
+        .await;
+    assert!(test.host.registry().plugin("probe").is_some());
+    let path = copy_component("echo", &test.plugins_dir());
+    let error = test.host.registry().load_file(&path).await.unwrap_err();
+    assert!(
+        error.to_string().contains("overlaps plugin probe"),
+        "{error}"
+    );
+    assert!(test.host.registry().plugin("echo").is_none());
 }

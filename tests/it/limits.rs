@@ -54,9 +54,16 @@ async fn a_plugin_that_loops_forever_is_interrupted_at_its_deadline_while_others
         let spinner = spinner.clone();
         async move { send(&spinner, "spin").await }
     });
-    // While one guest spins, another answers: guests yield every epoch
-    // tick instead of holding a worker thread.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    // Once the guest is in its loop...
+    let registry = test.host.registry().clone();
+    weft_tests::eventually(Duration::from_secs(5), "the spin to begin", || {
+        let kv = registry.login_kv(spinner.key(), "probe").ok()?;
+        kv.iter().any(|(k, _)| k == "spinning").then_some(())
+    })
+    .await;
+    // ...another guest answers: guests yield every epoch tick instead of
+    // holding a worker thread. The spinning call can only end at its
+    // 2-second deadline, long after this answer.
     assert_eq!(ask(&other, "version").await, "0.1.0");
     assert!(
         !spinning.is_finished(),

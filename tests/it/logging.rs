@@ -55,7 +55,8 @@ async fn plugin_logs_carry_plugin_version_and_login_and_never_the_token() {
         .wait_for(std::time::Duration::from_secs(10), |s| {
             s.instances_started == 2
         })
-        .await;
+        .await
+        .expect("the instance restarts after the trap");
 
     let text = captured.text();
     let line = text

@@ -97,3 +97,53 @@ async fn a_login_process_belongs_to_its_user_and_cancelling_ends_it() {
     );
     assert!(test.host.logins().store.all().unwrap().is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_user_cannot_hold_more_login_processes_than_the_cap_nor_take_everyone_elses() {
+    let test = TestHost::builder()
+        .plugin("probe")
+        .config("[bridge]\nmax-login-processes-per-user = 3\nmax-login-processes = 5")
+        .start()
+        .await;
+    let processes = LoginProcesses::new(
+        test.host.registry().clone(),
+        test.host.logins().clone(),
+        test.host.config().clone(),
+    );
+    for _ in 0..3 {
+        processes
+            .start("@mallory:test", "probe:token", None)
+            .await
+            .unwrap();
+    }
+    // The fourth is refused, saying why, and holds no instance.
+    let error = processes
+        .start("@mallory:test", "probe:token", None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(error, ProcessError::TooManyProcesses(3)),
+        "{error}"
+    );
+    assert_eq!(processes.of_user("@mallory:test").len(), 3);
+    // Others still get theirs, up to the host-wide cap...
+    let (carol, _) = processes
+        .start("@carol:test", "probe:token", None)
+        .await
+        .unwrap();
+    processes
+        .start("@dave:test", "probe:token", None)
+        .await
+        .unwrap();
+    // ...past which everyone waits for a slot.
+    assert!(matches!(
+        processes.start("@erin:test", "probe:token", None).await,
+        Err(ProcessError::Busy)
+    ));
+    // A finished process frees its slot.
+    processes.cancel(&carol, "@carol:test").await.unwrap();
+    processes
+        .start("@erin:test", "probe:token", None)
+        .await
+        .unwrap();
+}

@@ -3,6 +3,7 @@
 //! Synapse). One binary, one module per area.
 
 mod bridge;
+mod hibernation;
 mod hot_load;
 mod isolation;
 mod limits;
@@ -11,5 +12,6 @@ mod login_processes;
 mod outbound_http;
 mod providers;
 mod provisioning;
+mod runtime;
 mod timers;
 mod wasi;

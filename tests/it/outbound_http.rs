@@ -130,3 +130,30 @@ async fn a_granted_name_that_resolves_to_loopback_is_refused_without_the_private
     assert!(answer.starts_with("error=Denied("), "{answer}");
     assert!(answer.contains("private addresses"), "{answer}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loopback_spelled_as_ipv6_forms_of_ipv4_is_denied_without_the_private_networks_grant() {
+    let server = fixture_server().await;
+    let port = server.port();
+    let test = TestHost::builder()
+        .plugin("probe")
+        .grant("probe", "http = [\"http://*:*\"]")
+        .start()
+        .await;
+    let login = test.login("probe", "http").await;
+    for host in [
+        "[::127.0.0.1]",
+        "[::ffff:127.0.0.1]",
+        "[64:ff9b::7f00:1]",
+        "[2002:7f00:1::]",
+        "[::1]",
+        "127.1",
+        "0x7f.1",
+        "2130706433",
+        "0.0.0.0",
+    ] {
+        let answer = ask(&login, &format!("http GET http://{host}:{port}/ok")).await;
+        // Each of these leads to this machine; none is tried.
+        assert!(answer.starts_with("error=Denied("), "{host}: {answer}");
+    }
+}

@@ -73,36 +73,31 @@ async fn provisioning_lists_flows_logs_in_with_both_flows_shows_states_and_logs_
         .unwrap()
         .to_owned();
     let path = step_path(&step, "display_and_wait");
-    let service = env.echo.service.clone();
-    tokio::spawn(async move {
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        assert!(service.approve_code(&code, "bob"));
+    // The client long-polls; the user approves on the remote side
+    // meanwhile, and the long poll answers with the completed login.
+    let (poll, approved) = tokio::join!(env.provision(&user, Method::POST, &path, None), async {
+        env.echo.service.approve_code(&code, "bob")
     });
-    let (status, done) = env.provision(&user, Method::POST, &path, None).await;
+    assert!(approved, "the echo service knows the code");
+    let (status, done) = poll;
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["complete"]["user_login_id"], "echo:bob");
 
     let (_, logins) = env.provision(&user, Method::GET, "/logins", None).await;
     assert_eq!(logins["login_ids"], json!(["echo:alice", "echo:bob"]));
     // whoami shows each login's state; both connect.
-    let mut connected = false;
-    for _ in 0..100 {
+    let whoami = weft_tests::until(Duration::from_secs(10), "both logins CONNECTED", || async {
         let (_, whoami) = env.provision(&user, Method::GET, "/whoami", None).await;
-        let states: Vec<&str> = whoami["logins"]
-            .as_array()
-            .unwrap()
+        let states: Vec<String> = whoami["logins"]
+            .as_array()?
             .iter()
-            .map(|l| l["state"]["state_event"].as_str().unwrap())
+            .filter_map(|l| l["state"]["state_event"].as_str().map(str::to_owned))
             .collect();
-        if states == ["CONNECTED", "CONNECTED"] {
-            assert_eq!(whoami["bridge_bot"], env.bot());
-            assert_eq!(whoami["logins"][0]["name"], "Alice");
-            connected = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(connected, "the logins never reported CONNECTED");
+        (states == ["CONNECTED", "CONNECTED"]).then_some(whoami)
+    })
+    .await;
+    assert_eq!(whoami["bridge_bot"], env.bot());
+    assert_eq!(whoami["logins"][0]["name"], "Alice");
 
     // Logout removes the login and stops its instance, and the connector
     // logged out of the remote service.

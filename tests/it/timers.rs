@@ -2,33 +2,48 @@
 
 use std::time::Duration;
 
+use weft_host::logins::LoginKey;
+use weft_runtime::LoginHandle;
 use weft_tests::host::{TestHost, ask};
+use weft_tests::until;
+
+/// The probe's count of firings of timer `name`.
+async fn ticks(login: &LoginHandle, name: &str) -> u64 {
+    ask(login, &format!("counter ticks/{name}"))
+        .await
+        .parse()
+        .expect("a number")
+}
+
+/// Waits until timer `name` has fired at least `n` times.
+async fn fired(login: &LoginHandle, name: &str, n: u64) -> u64 {
+    until(
+        Duration::from_secs(10),
+        &format!("{n} firings of {name}"),
+        || async {
+            let count = ticks(login, name).await;
+            (count >= n).then_some(count)
+        },
+    )
+    .await
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interval_fires_repeatedly_and_stops_when_cancelled() {
     let test = TestHost::builder().plugin("probe").start().await;
     let login = test.login("probe", "ticker").await;
     assert_eq!(ask(&login, "interval tick 30").await, "ok");
-
     // The plugin's state advances with each firing.
-    let mut seen = 0;
-    for _ in 0..200 {
-        seen = ask(&login, "counter ticks/tick")
-            .await
-            .parse::<u64>()
-            .unwrap();
-        if seen >= 3 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(seen >= 3, "only {seen} ticks");
+    fired(&login, "tick", 3).await;
 
     assert_eq!(ask(&login, "cancel tick").await, "true");
-    // Calls are serial per login, so nothing fires after the cancel.
-    let at_cancel = ask(&login, "counter ticks/tick").await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(ask(&login, "counter ticks/tick").await, at_cancel);
+    let at_cancel = ticks(&login, "tick").await;
+    // Another timer firing three times at the same pace shows time went
+    // by with timers being served...
+    ask(&login, "interval witness 30").await;
+    fired(&login, "witness", 3).await;
+    // ...and the cancelled one did not fire meanwhile.
+    assert_eq!(ticks(&login, "tick").await, at_cancel);
     // Cancelling again says there was nothing to cancel.
     assert_eq!(ask(&login, "cancel tick").await, "false");
 }
@@ -38,17 +53,12 @@ async fn a_timeout_fires_once() {
     let test = TestHost::builder().plugin("probe").start().await;
     let login = test.login("probe", "once").await;
     ask(&login, "timeout ping 20").await;
-    let mut fired = String::new();
-    for _ in 0..100 {
-        fired = ask(&login, "counter ticks/ping").await;
-        if fired == "1" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert_eq!(fired, "1");
-    tokio::time::sleep(Duration::from_millis(200)).await;
-    assert_eq!(ask(&login, "counter ticks/ping").await, "1");
+    assert_eq!(fired(&login, "ping", 1).await, 1);
+    // A later timeout firing shows the earlier one had every chance to
+    // fire again, and did not.
+    ask(&login, "timeout later 200").await;
+    fired(&login, "later", 1).await;
+    assert_eq!(ticks(&login, "ping").await, 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -82,25 +92,11 @@ async fn timers_and_kv_survive_a_host_restart() {
     let login = test
         .host
         .registry()
-        .login(&weft_host::logins::LoginKey::new("probe", "durable"))
+        .login(&LoginKey::new("probe", "durable"))
         .expect("the login runs again");
     assert_eq!(ask(&login, "kv-get note").await, "kept");
     // The interval set before the restart fires after it, with nobody
     // setting it again.
-    let before = ask(&login, "counter ticks/beat")
-        .await
-        .parse::<u64>()
-        .unwrap();
-    let mut after = before;
-    for _ in 0..100 {
-        after = ask(&login, "counter ticks/beat")
-            .await
-            .parse::<u64>()
-            .unwrap();
-        if after > before {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    assert!(after > before, "no tick after the restart");
+    let before = ticks(&login, "beat").await;
+    fired(&login, "beat", before + 1).await;
 }

@@ -42,17 +42,43 @@ pub struct BridgeEnv {
     appservice_port: u16,
 }
 
+/// How a test bridge differs from the default.
+#[derive(Default)]
+pub struct BridgeOptions {
+    /// Replaces `key = value` lines of the echo connector's manifest
+    /// (written beside the component), e.g. to share group portals.
+    pub manifest_edits: Vec<(String, String)>,
+}
+
 impl BridgeEnv {
     /// Starts everything.
     pub async fn start() -> Self {
+        Self::start_with(BridgeOptions::default()).await
+    }
+
+    /// Starts everything, as `options` say.
+    pub async fn start_with(options: BridgeOptions) -> Self {
         crate::init_logging();
         let echo = Echo::start().await;
         let dir = tempfile::tempdir().unwrap();
         let plugins = dir.path().join("plugins");
         std::fs::create_dir_all(&plugins).unwrap();
-        crate::host::copy_component("echo", &plugins);
+        let component = crate::host::copy_component("echo", &plugins);
+        if !options.manifest_edits.is_empty() {
+            let bytes = std::fs::read(&component).unwrap();
+            let mut manifest = weft_runtime::plugin::embedded_manifest(&bytes).unwrap();
+            for (from, to) in &options.manifest_edits {
+                assert!(
+                    manifest.contains(from.as_str()),
+                    "the manifest has no `{from}`"
+                );
+                manifest = manifest.replace(from.as_str(), to);
+            }
+            std::fs::write(component.with_extension("toml"), manifest).unwrap();
+        }
         let appservice_port = free_port();
         let homeserver_port = free_port();
+        let admin_port = free_port();
         let config_text = format!(
             r#"
 data-dir = "{data}"
@@ -77,6 +103,10 @@ registration = "{registration}"
 [provisioning]
 shared-secret = "{PROVISIONING_SECRET}"
 
+[admin]
+listen = "127.0.0.1:{admin_port}"
+token = "{admin_token}"
+
 [plugin.echo]
 http = ["http://127.0.0.1:*"]
 private-networks = true
@@ -92,6 +122,7 @@ poll-interval-ms = 100
                 .display(),
             registration = dir.path().join("registration.yaml").display(),
             echo_url = echo.url(),
+            admin_token = crate::host::ADMIN_TOKEN,
         );
         let config = Config::from_toml(&config_text, dir.path()).unwrap();
         weft_host::matrix::registration::generate(&config).unwrap();
@@ -191,13 +222,36 @@ poll-interval-ms = 100
         LoginKey::parse(done["complete"]["user_login_id"].as_str().unwrap()).unwrap()
     }
 
+    /// Calls the admin API.
+    pub async fn admin(&self, method: reqwest::Method, path: &str) -> (u16, Value) {
+        let addr = self.host().admin_addr().expect("the admin API listens");
+        let response = reqwest::Client::new()
+            .request(method, format!("http://{addr}/_weft/admin/v1{path}"))
+            .bearer_auth(crate::host::ADMIN_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status().as_u16();
+        (status, response.json().await.unwrap_or(Value::Null))
+    }
+
     /// The portal room of `chat` for `login`, once it exists.
     pub async fn portal_room(&self, login: &LoginKey, chat: &str) -> String {
+        self.portal_room_of(&login.plugin, chat, &login.id).await
+    }
+
+    /// The portal room of `chat` shared by every login (connectors that do
+    /// not split portals), once it exists.
+    pub async fn shared_portal_room(&self, chat: &str) -> String {
+        self.portal_room_of("echo", chat, "").await
+    }
+
+    async fn portal_room_of(&self, plugin: &str, chat: &str, receiver: &str) -> String {
         let bridge = self.host().bridge().expect("the Matrix side runs").clone();
         let key = weft_host::bridge::store::PortalKey {
-            plugin: login.plugin.clone(),
+            plugin: plugin.to_owned(),
             chat_id: chat.to_owned(),
-            receiver: login.id.clone(),
+            receiver: receiver.to_owned(),
         };
         crate::eventually(Duration::from_secs(20), "the portal room", || {
             bridge.store.portal(&key).ok().flatten().map(|p| p.room_id)

@@ -48,6 +48,25 @@ pub async fn eventually<T>(
     }
 }
 
+/// Calls `check` every 20 ms until it returns `Some`, or panics after
+/// `timeout` with `what`: the async form of [`eventually`].
+pub async fn until<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        if tokio::time::Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Installs a log subscriber once, honouring `RUST_LOG` (quiet by default).
 pub fn init_logging() {
     static ONCE: std::sync::Once = std::sync::Once::new();

@@ -87,6 +87,10 @@ enable_registration: true
 enable_registration_without_verification: true
 presence:
   enabled: false
+# Tests poll /sync for invites; Synapse would serve the same answer for
+# two minutes.
+caches:
+  sync_response_cache_duration: 0
 app_service_config_files: ["{registration}"]
 rc_message: {limit}
 rc_registration: {limit}

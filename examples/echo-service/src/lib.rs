@@ -273,6 +273,20 @@ impl EchoService {
         Self::post(&mut state, chat, sender, text.into(), None, None).id
     }
 
+    /// Posts a message with an HTML body as `sender`; returns its id.
+    pub fn say_html(&self, chat: &str, sender: &str, text: &str, html: &str) -> String {
+        let mut state = self.state.lock().unwrap();
+        Self::post(
+            &mut state,
+            chat,
+            sender,
+            text.into(),
+            Some(html.into()),
+            None,
+        )
+        .id
+    }
+
     /// Every message of `chat`, including deleted ones.
     pub fn messages(&self, chat: &str) -> Vec<StoredMessage> {
         self.state

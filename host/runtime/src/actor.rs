@@ -153,10 +153,13 @@ enum Control {
     Logout(oneshot::Sender<Result<(), WorkError>>),
 }
 
+/// A login's mailboxes. Items are boxed: a tokio channel allocates its
+/// slots in blocks of 32 up front, and a live login's mailbox should cost
+/// 32 pointers, not 32 messages.
 #[derive(Clone)]
 struct Mailboxes {
-    control: mpsc::UnboundedSender<Control>,
-    work: mpsc::Sender<Work>,
+    control: mpsc::UnboundedSender<Box<Control>>,
+    work: mpsc::Sender<Box<Work>>,
 }
 
 struct SlotState {
@@ -319,7 +322,8 @@ impl LoginHandle {
 
     /// Queues work, waking the login if it hibernates; waits while the
     /// mailbox is full.
-    async fn send_work(&self, mut work: Work) -> Result<(), WorkError> {
+    async fn send_work(&self, work: Work) -> Result<(), WorkError> {
+        let mut work = Box::new(work);
         // An actor may end between taking its mailbox and our send (it
         // hibernated); then the work comes back and goes to a new actor.
         for _ in 0..3 {
@@ -397,7 +401,7 @@ impl LoginHandle {
 
     fn control(&self, control: Control) -> bool {
         match self.slot.mailboxes() {
-            Some(mailboxes) => mailboxes.control.send(control).is_ok(),
+            Some(mailboxes) => mailboxes.control.send(Box::new(control)).is_ok(),
             None => false,
         }
     }
@@ -440,7 +444,11 @@ impl LoginHandle {
         };
         if let Some(mailboxes) = live {
             let (reply, answer) = oneshot::channel();
-            if mailboxes.control.send(Control::Stop(reply)).is_ok() {
+            if mailboxes
+                .control
+                .send(Box::new(Control::Stop(reply)))
+                .is_ok()
+            {
                 let _ = answer.await;
             }
         }
@@ -493,8 +501,8 @@ struct Actor {
     hibernations: u64,
     last_error: Option<String>,
     last_activity: tokio::time::Instant,
-    control: mpsc::UnboundedReceiver<Control>,
-    work: mpsc::Receiver<Work>,
+    control: mpsc::UnboundedReceiver<Box<Control>>,
+    work: mpsc::Receiver<Box<Work>>,
 }
 
 impl Actor {
@@ -502,8 +510,8 @@ impl Actor {
         slot: Arc<LoginSlot>,
         runtime: Arc<Runtime>,
         plugin: Arc<LoadedPlugin>,
-        control: mpsc::UnboundedReceiver<Control>,
-        work: mpsc::Receiver<Work>,
+        control: mpsc::UnboundedReceiver<Box<Control>>,
+        work: mpsc::Receiver<Box<Work>>,
     ) {
         // The previous actor of this login (if it was going to sleep) must
         // be gone before this one reads the login's state.
@@ -568,13 +576,13 @@ impl Actor {
                         self.retire().await;
                         break;
                     };
-                    if self.control(control).await {
+                    if self.control(*control).await {
                         break;
                     }
                     self.touch();
                 }
                 Some(work) = self.work.recv(), if running || failed => {
-                    self.work(work).await;
+                    self.work(*work).await;
                     self.touch();
                 }
                 _ = sleep_until(next_timer), if next_timer.is_some() => {

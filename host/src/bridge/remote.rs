@@ -63,6 +63,7 @@ impl Bridge {
         ctx: &LoginContext,
         event: &RemoteEvent,
     ) -> Result<(), BridgeError> {
+        tracing::debug!(login = %ctx.key(), kind = event.kind(), chat = event.chat_id(), "bridging a remote event");
         match event {
             RemoteEvent::ChatResync(chat) => self.resync_chat(ctx, chat).await.map(drop),
             RemoteEvent::Message(message) => self.bridge_message(ctx, message).await,
@@ -137,6 +138,7 @@ impl Bridge {
         });
         match self.find_portal(ctx, &chat.chat_id)? {
             Some(mut portal) => {
+                tracing::debug!(login = %ctx.key(), chat = %chat.chat_id, invited = ?portal.invited, "resyncing an existing portal");
                 let room = parse_room(&portal)?;
                 if name.is_some() && name != portal.name {
                     let content = RoomNameEventContent::new(name.clone().unwrap_or_default());
@@ -169,6 +171,7 @@ impl Bridge {
                 // A shared portal serves several logins: each login's
                 // owner is invited the first time their login syncs it.
                 if !portal.invited.contains(ctx.owner.as_str()) {
+                    tracing::debug!(login = %ctx.key(), room = %room, owner = %ctx.owner, "inviting a login's owner to a shared portal");
                     self.invite(&room, &ctx.owner).await?;
                     portal.invited.insert(ctx.owner.to_string());
                 }
