@@ -837,3 +837,101 @@ fn check_open(process: &Process) -> Result<(), ProcessError> {
         None => Ok(()),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use weft_runtime::login_flow::{
+        CompleteStep, CookieField, CookieSource, CookieSourceKind, CookiesStep, DisplayKind,
+        DisplayStep, FieldKind, InputField,
+    };
+
+    use super::*;
+
+    fn step(params: StepParams) -> LoginStep {
+        LoginStep {
+            step_id: "x.step".into(),
+            instructions: "Do it.".into(),
+            params,
+        }
+    }
+
+    fn view(step: LoginStep) -> serde_json::Value {
+        match plugin_step(step) {
+            PluginStep::Step { view, .. } => serde_json::to_value(view).unwrap(),
+            PluginStep::Complete { .. } => panic!("not a step"),
+        }
+    }
+
+    #[test]
+    fn user_input_steps_use_bridgev2_field_names() {
+        let json = view(step(StepParams::UserInput(vec![InputField {
+            kind: FieldKind::TwoFactorCode,
+            id: "code".into(),
+            name: "Code".into(),
+            description: String::new(),
+            default_value: None,
+            pattern: Some("^[0-9]{6}$".into()),
+            options: Vec::new(),
+        }])));
+        assert_eq!(json["type"], "user_input");
+        assert_eq!(json["step_id"], "x.step");
+        assert_eq!(json["user_input"]["fields"][0]["type"], "2fa_code");
+        assert_eq!(json["user_input"]["fields"][0]["pattern"], "^[0-9]{6}$");
+        // Empty options are left out, as bridgev2 does.
+        assert!(json["user_input"]["fields"][0].get("options").is_none());
+    }
+
+    #[test]
+    fn cookies_and_display_steps_are_shaped_like_bridgev2() {
+        let json = view(step(StepParams::Cookies(CookiesStep {
+            url: "https://example.com/login".into(),
+            user_agent: None,
+            fields: vec![CookieField {
+                id: "token".into(),
+                required: true,
+                sources: vec![CookieSource {
+                    kind: CookieSourceKind::LocalStorage,
+                    name: "auth".into(),
+                    request_url_regex: None,
+                    cookie_domain: None,
+                }],
+                pattern: None,
+            }],
+            extract_js: Some("x()".into()),
+            wait_for_url_pattern: None,
+        })));
+        assert_eq!(json["type"], "cookies");
+        assert_eq!(
+            json["cookies"]["fields"][0]["sources"][0]["type"],
+            "local_storage"
+        );
+        assert_eq!(json["cookies"]["extract_js"], "x()");
+
+        let json = view(step(StepParams::DisplayAndWait(DisplayStep {
+            kind: DisplayKind::Qr,
+            data: "qr-data".into(),
+            image_url: None,
+            poll_after_ms: 1000,
+        })));
+        assert_eq!(json["display_and_wait"]["type"], "qr");
+        assert_eq!(json["display_and_wait"]["data"], "qr-data");
+    }
+
+    #[test]
+    fn a_plugins_refusal_reads_as_the_plugin_wrote_it() {
+        let refused: FlowResult = Ok(Err(PluginError::InvalidInput(
+            "Wrong user name or password.".into(),
+        )));
+        let error = answer(refused).err().unwrap();
+        // No "invalid input:" prefix and no doubled period for the user.
+        assert_eq!(error.to_string(), "Wrong user name or password.");
+        let done: FlowResult = Ok(Ok(step(StepParams::Complete(CompleteStep {
+            login_id: "alice".into(),
+            remote_name: "Alice".into(),
+            metadata: "{}".into(),
+        }))));
+        assert!(
+            matches!(answer(done), Ok(PluginStep::Complete { login_id, .. }) if login_id == "alice")
+        );
+    }
+}

@@ -307,9 +307,13 @@ impl Bridge {
             Err(error) => {
                 self.conversations.lock().await.remove(&room.to_string());
                 let _ = self.processes.cancel(process, user.as_str()).await;
+                let error = error.to_string();
                 self.notice(
                     room,
-                    &format!("Login failed: {error}. Send `login` to try again."),
+                    &format!(
+                        "Login failed: {}. Send `login` to try again.",
+                        error.trim_end_matches('.')
+                    ),
                 )
                 .await
             }

@@ -461,3 +461,24 @@ fn text_of(msgtype: &MessageType) -> (String, Option<String>) {
     };
     (body, html)
 }
+
+#[cfg(test)]
+mod tests {
+    use ruma::events::room::message::{EmoteMessageEventContent, TextMessageEventContent};
+
+    use super::*;
+
+    #[test]
+    fn a_formatted_message_gives_both_bodies_and_an_emote_reads_as_an_action() {
+        let html = MessageType::Text(TextMessageEventContent::html("hi *you*", "hi <em>you</em>"));
+        assert_eq!(
+            text_of(&html),
+            ("hi *you*".to_owned(), Some("hi <em>you</em>".to_owned()))
+        );
+        let plain = MessageType::Text(TextMessageEventContent::plain("plain"));
+        assert_eq!(text_of(&plain), ("plain".to_owned(), None));
+        // `/me waves` reaches the remote side as "* waves".
+        let emote = MessageType::Emote(EmoteMessageEventContent::plain("waves"));
+        assert_eq!(text_of(&emote).0, "* waves");
+    }
+}

@@ -532,3 +532,20 @@ impl Bridge {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn transaction_ids_depend_on_every_part_and_only_on_them() {
+        let one = stable_txn(&["echo", "c1", "alice", "m1"]);
+        // The same parts give the same id: a resend after a crash is the
+        // same transaction for the homeserver.
+        assert_eq!(one, stable_txn(&["echo", "c1", "alice", "m1"]));
+        // Parts cannot run into each other.
+        assert_ne!(one, stable_txn(&["echo", "c1a", "lice", "m1"]));
+        assert_ne!(one, stable_txn(&["echo", "c1", "alice", "m2"]));
+        assert!(one.as_str().starts_with("weft-"));
+    }
+}

@@ -317,3 +317,121 @@ impl BridgeStore {
         )
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use weft_storage::MemoryStorage;
+
+    use super::*;
+
+    fn store() -> BridgeStore {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        BridgeStore::open(&storage).unwrap()
+    }
+
+    fn portal(chat: &str, receiver: &str, room: &str) -> PortalRecord {
+        PortalRecord {
+            key: PortalKey {
+                plugin: "echo".into(),
+                chat_id: chat.into(),
+                receiver: receiver.into(),
+            },
+            room_id: room.into(),
+            name: None,
+            topic: None,
+            direct: false,
+            ghosts: BTreeSet::new(),
+            invited: BTreeSet::new(),
+        }
+    }
+
+    fn message(portal: &PortalRecord, remote: &str, event: &str) -> MessageRecord {
+        MessageRecord {
+            portal: portal.key.clone(),
+            remote_id: remote.into(),
+            event_id: event.into(),
+            room_id: portal.room_id.clone(),
+            kind: MessageKind::Message,
+        }
+    }
+
+    #[test]
+    fn a_portal_is_found_by_key_by_room_and_by_login_and_forgetting_it_forgets_its_messages() {
+        let store = store();
+        let alice = portal("c1", "alice", "!a");
+        let bob = portal("c1", "bob", "!b");
+        store.put_portal(&alice).unwrap();
+        store.put_portal(&bob).unwrap();
+        store.put_message(&message(&alice, "m1", "$1")).unwrap();
+        // The same chat has one portal per receiver.
+        assert_eq!(store.portal_of_room("!b").unwrap().unwrap().key, bob.key);
+        let of_alice = store
+            .portals_of_login(&LoginKey::new("echo", "alice"))
+            .unwrap();
+        assert_eq!(of_alice.len(), 1);
+        assert_eq!(of_alice[0].room_id, "!a");
+        // Removing Alice's portal drops its room index and mappings only.
+        store.remove_portal(&alice).unwrap();
+        assert!(store.portal_of_room("!a").unwrap().is_none());
+        assert!(store.message_by_event("$1").unwrap().is_none());
+        assert!(store.portal(&bob.key).unwrap().is_some());
+    }
+
+    #[test]
+    fn a_remote_id_is_claimed_once_and_found_both_ways() {
+        let store = store();
+        let room = portal("c1", "alice", "!a");
+        let first = message(&room, "m1", "$1");
+        assert!(store.claim_message(&first).unwrap());
+        // A second claim of the same remote id is a duplicate.
+        assert!(!store.claim_message(&message(&room, "m1", "$2")).unwrap());
+        assert_eq!(
+            store
+                .message_by_remote(&room.key, "m1")
+                .unwrap()
+                .unwrap()
+                .event_id,
+            "$1"
+        );
+        assert_eq!(
+            store.message_by_event("$1").unwrap().unwrap().remote_id,
+            "m1"
+        );
+        assert!(store.message_by_event("$2").unwrap().is_none());
+    }
+
+    #[test]
+    fn a_matrix_event_is_dispatched_once_and_old_transactions_are_pruned() {
+        let store = store();
+        assert!(store.claim_matrix_event("$e").unwrap());
+        assert!(!store.claim_matrix_event("$e").unwrap());
+        store.mark_transaction("old", 10).unwrap();
+        store.mark_transaction("new", 1_000).unwrap();
+        assert!(store.transaction_done("old").unwrap());
+        // Pruning before 500 forgets the old transaction only.
+        store.prune_transactions(500).unwrap();
+        assert!(!store.transaction_done("old").unwrap());
+        assert!(store.transaction_done("new").unwrap());
+    }
+
+    #[test]
+    fn a_users_management_room_is_indexed_and_moves_with_it() {
+        let store = store();
+        let mut user = UserRecord {
+            management_room: Some("!one".into()),
+        };
+        store.put_user("@u:x", &user).unwrap();
+        assert_eq!(
+            store.management_room_owner("!one").unwrap().as_deref(),
+            Some("@u:x")
+        );
+        user.management_room = Some("!two".into());
+        store.put_user("@u:x", &user).unwrap();
+        // The old room no longer routes to the user; the new one does.
+        assert!(store.management_room_owner("!one").unwrap().is_none());
+        assert_eq!(
+            store.management_room_owner("!two").unwrap().as_deref(),
+            Some("@u:x")
+        );
+    }
+}
