@@ -1,30 +1,33 @@
 //! The echo service: a tiny chat network for the echo connector to bridge.
 //!
 //! Users log in with a password (or approve a device code), list their
-//! chats, read messages after a cursor, and post messages. Every user gets
-//! a direct chat with the echo bot, which answers each message with
-//! `echo: <text>`. State is in memory.
+//! chats, follow an activity log (messages, files, edits, deletions,
+//! reactions, typing, read markers) after a cursor, read a chat's recent
+//! history, and act in chats. Every user gets a direct chat with the echo
+//! bot, which reads each message and answers it with `echo: <text>` (a
+//! file comes back as the same file). State is in memory, optionally kept
+//! in a file.
 //!
-//! `/api/…` is what the connector uses (bearer token auth). `/_admin/…`
-//! seeds users and chats and injects messages from other users; it has no
-//! auth, so bind the service to loopback.
+//! [`http`] is the API: `/api/…` is what the connector uses (bearer token
+//! auth); `/_admin/…` seeds users and chats and injects messages from
+//! other users, without auth, so bind the service to loopback. Tests drive
+//! the same state through the methods of [`EchoService`].
+
+mod http;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post, put};
-use axum::{Json, Router};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 /// The echo bot's user id.
 pub const ECHO_BOT: &str = "echo";
+
+/// The largest file the service takes.
+pub const MAX_FILE_BYTES: usize = 16 << 20;
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 struct User {
@@ -33,17 +36,6 @@ struct User {
     // Never in API answers; the state file keeps it beside the user.
     #[serde(skip_serializing, default)]
     password: String,
-}
-
-/// What `--state-file` keeps: everything but pending device codes.
-#[derive(Serialize, Deserialize)]
-struct Snapshot {
-    users: Vec<(User, String)>,
-    tokens: BTreeMap<String, String>,
-    chats: BTreeMap<String, Chat>,
-    messages: Vec<StoredMessage>,
-    next_seq: u64,
-    next_chat: u64,
 }
 
 /// A chat.
@@ -59,6 +51,19 @@ pub struct Chat {
     pub members: Vec<String>,
 }
 
+/// A file attached to a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FileRef {
+    /// Its id, for `GET /api/files/{id}`.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its MIME type.
+    pub mime_type: String,
+    /// Its size in bytes.
+    pub size: u64,
+}
+
 /// A message as stored.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StoredMessage {
@@ -70,7 +75,7 @@ pub struct StoredMessage {
     pub chat_id: String,
     /// The sender's user id.
     pub sender: String,
-    /// The text (after edits).
+    /// The text (after edits); a file's caption.
     pub text: String,
     /// An HTML body.
     pub html: Option<String>,
@@ -82,6 +87,70 @@ pub struct StoredMessage {
     pub edits: u32,
     /// Whether it was deleted.
     pub deleted: bool,
+    /// Its file, if it has one.
+    #[serde(default)]
+    pub file: Option<FileRef>,
+    /// Reactions: key → the users who reacted with it.
+    #[serde(default)]
+    pub reactions: BTreeMap<String, Vec<String>>,
+}
+
+/// Something that happened in a chat, in the order the service saw it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Activity {
+    /// Its position in the service's log (shared with message numbers).
+    pub seq: u64,
+    /// The chat.
+    pub chat_id: String,
+    /// Who did it.
+    pub actor: String,
+    /// When, in Unix milliseconds.
+    pub ts: u64,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: ActivityKind,
+}
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ActivityKind {
+    /// A message (with or without a file) was posted.
+    Message {
+        /// The message.
+        message_id: String,
+    },
+    /// A message was edited.
+    Edit {
+        /// The message.
+        message_id: String,
+        /// Its new text.
+        text: String,
+    },
+    /// A message was deleted.
+    Delete {
+        /// The message.
+        message_id: String,
+    },
+    /// A reaction was added or taken back.
+    Reaction {
+        /// The message.
+        message_id: String,
+        /// The reaction, usually one emoji.
+        key: String,
+        /// Whether it was taken back.
+        removed: bool,
+    },
+    /// Someone started or stopped typing.
+    Typing {
+        /// Whether they type now.
+        typing: bool,
+    },
+    /// Someone read the chat up to a message.
+    Read {
+        /// The last message read.
+        up_to: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -96,15 +165,65 @@ struct DeviceCode {
     status: DeviceStatus,
 }
 
-#[derive(Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct StoredFile {
+    name: String,
+    mime_type: String,
+    bytes: Vec<u8>,
+}
+
+#[derive(Default, Serialize, Deserialize)]
 struct ServiceState {
+    #[serde(with = "users_with_passwords")]
     users: BTreeMap<String, User>,
     tokens: BTreeMap<String, String>,
     chats: BTreeMap<String, Chat>,
     messages: Vec<StoredMessage>,
+    #[serde(default)]
+    activity: Vec<Activity>,
+    #[serde(default)]
+    files: BTreeMap<String, StoredFile>,
     next_seq: u64,
     next_chat: u64,
+    #[serde(default)]
+    next_file: u64,
+    // Device codes live only as long as the process.
+    #[serde(skip)]
     devices: BTreeMap<String, DeviceCode>,
+    // How long the API takes to post a message for a user (tests of slow
+    // networks).
+    #[serde(skip)]
+    send_delays: BTreeMap<String, std::time::Duration>,
+}
+
+/// The state file keeps passwords, which API answers never show.
+mod users_with_passwords {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::User;
+
+    pub(super) fn serialize<S: Serializer>(
+        users: &BTreeMap<String, User>,
+        serializer: S,
+    ) -> Result<S::Ok, S::Error> {
+        let pairs: Vec<(&User, &str)> = users.values().map(|u| (u, u.password.as_str())).collect();
+        pairs.serialize(serializer)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<BTreeMap<String, User>, D::Error> {
+        let pairs: Vec<(User, String)> = Vec::deserialize(deserializer)?;
+        Ok(pairs
+            .into_iter()
+            .map(|(mut user, password)| {
+                user.password = password;
+                (user.id.clone(), user)
+            })
+            .collect())
+    }
 }
 
 /// The service.
@@ -128,24 +247,43 @@ fn random_token(len: usize) -> String {
         .collect()
 }
 
-/// A request without a valid token.
-struct Unauthorized(&'static str);
+/// A new message.
+#[derive(Debug, Clone, Default)]
+pub struct Post {
+    /// The text, or a file's caption.
+    pub text: String,
+    /// An HTML body.
+    pub html: Option<String>,
+    /// The message it replies to.
+    pub reply_to: Option<String>,
+    /// An uploaded file's id.
+    pub file_id: Option<String>,
+}
 
-impl IntoResponse for Unauthorized {
-    fn into_response(self) -> Response {
-        error(StatusCode::UNAUTHORIZED, self.0)
+impl Post {
+    /// A plain text message.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            ..Self::default()
+        }
     }
 }
 
-fn error(status: StatusCode, message: &str) -> Response {
-    (status, Json(json!({ "error": message }))).into_response()
+/// Why the service refused an action.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The chat, message or file does not exist for this user.
+    NotFound(&'static str),
+    /// The request is malformed.
+    Invalid(&'static str),
 }
 
 impl EchoService {
     /// An empty service with only the echo bot.
     pub fn new() -> Self {
         let service = Self::default();
-        service.state.lock().unwrap().users.insert(
+        service.lock().users.insert(
             ECHO_BOT.into(),
             User {
                 id: ECHO_BOT.into(),
@@ -156,10 +294,14 @@ impl EchoService {
         service
     }
 
+    fn lock(&self) -> MutexGuard<'_, ServiceState> {
+        self.state.lock().expect("echo service state poisoned")
+    }
+
     /// Adds a user (with a direct chat with the echo bot); returns the
     /// chat's id.
     pub fn add_user(&self, id: &str, password: &str, display_name: &str) -> String {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.lock();
         // Seeding an existing user (a restart with a state file) only
         // updates it.
         if let Some(chat) = state
@@ -181,23 +323,14 @@ impl EchoService {
                 password: password.into(),
             },
         );
-        let chat = Self::create_chat(&mut state, None, "direct", vec![id.into(), ECHO_BOT.into()]);
-        Self::post(
-            &mut state,
-            &chat,
-            ECHO_BOT,
-            "Hi! I echo what you say.".into(),
-            None,
-            None,
-        );
+        let chat = state.create_chat(None, "direct", vec![id.into(), ECHO_BOT.into()]);
+        state.post(&chat, ECHO_BOT, Post::text("Hi! I echo what you say."));
         chat
     }
 
     /// The id of the chat named `name`, if there is one.
     pub fn chat_named(&self, name: &str) -> Option<String> {
-        self.state
-            .lock()
-            .unwrap()
+        self.lock()
             .chats
             .values()
             .find(|c| c.name.as_deref() == Some(name))
@@ -206,42 +339,21 @@ impl EchoService {
 
     /// Loads `path` if it exists, then saves the state there whenever it
     /// changes (checked every second), so a restart keeps users, chats,
-    /// messages and tokens.
+    /// messages, files and tokens.
     pub fn persist_to(&self, path: std::path::PathBuf) -> std::io::Result<()> {
         if path.exists() {
-            let snapshot: Snapshot = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
-            let mut state = self.state.lock().unwrap();
-            for (mut user, password) in snapshot.users {
-                user.password = password;
-                state.users.insert(user.id.clone(), user);
-            }
-            state.tokens = snapshot.tokens;
-            state.chats = snapshot.chats;
-            state.messages = snapshot.messages;
-            state.next_seq = snapshot.next_seq;
-            state.next_chat = snapshot.next_chat;
+            let loaded: ServiceState = serde_json::from_str(&std::fs::read_to_string(&path)?)?;
+            let mut state = self.lock();
+            let devices = std::mem::take(&mut state.devices);
+            *state = loaded;
+            state.devices = devices;
         }
         let service = self.clone();
         tokio::spawn(async move {
             let mut last = String::new();
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                let text = {
-                    let state = service.state.lock().unwrap();
-                    let snapshot = Snapshot {
-                        users: state
-                            .users
-                            .values()
-                            .map(|u| (u.clone(), u.password.clone()))
-                            .collect(),
-                        tokens: state.tokens.clone(),
-                        chats: state.chats.clone(),
-                        messages: state.messages.clone(),
-                        next_seq: state.next_seq,
-                        next_chat: state.next_chat,
-                    };
-                    serde_json::to_string(&snapshot).expect("the state serializes")
-                };
+                let text = serde_json::to_string(&*service.lock()).expect("the state serializes");
                 if text != last {
                     let tmp = path.with_extension("tmp");
                     if std::fs::write(&tmp, &text)
@@ -258,9 +370,7 @@ impl EchoService {
 
     /// Creates a chat; returns its id.
     pub fn add_chat(&self, name: Option<&str>, kind: &str, members: &[&str]) -> String {
-        let mut state = self.state.lock().unwrap();
-        Self::create_chat(
-            &mut state,
+        self.lock().create_chat(
             name.map(str::to_owned),
             kind,
             members.iter().map(|m| (*m).to_owned()).collect(),
@@ -269,29 +379,94 @@ impl EchoService {
 
     /// Posts a message as `sender`; returns its id.
     pub fn say(&self, chat: &str, sender: &str, text: &str) -> String {
-        let mut state = self.state.lock().unwrap();
-        Self::post(&mut state, chat, sender, text.into(), None, None).id
+        self.lock().post(chat, sender, Post::text(text)).id
     }
 
     /// Posts a message with an HTML body as `sender`; returns its id.
     pub fn say_html(&self, chat: &str, sender: &str, text: &str, html: &str) -> String {
-        let mut state = self.state.lock().unwrap();
-        Self::post(
-            &mut state,
+        let post = Post {
+            html: Some(html.into()),
+            ..Post::text(text)
+        };
+        self.lock().post(chat, sender, post).id
+    }
+
+    /// Posts a reply as `sender`; returns its id.
+    pub fn reply(&self, chat: &str, sender: &str, text: &str, reply_to: &str) -> String {
+        let post = Post {
+            reply_to: Some(reply_to.into()),
+            ..Post::text(text)
+        };
+        self.lock().post(chat, sender, post).id
+    }
+
+    /// Posts a file as `sender`, with a caption; returns the message id.
+    pub fn say_file(
+        &self,
+        chat: &str,
+        sender: &str,
+        name: &str,
+        mime_type: &str,
+        bytes: Vec<u8>,
+        caption: &str,
+    ) -> String {
+        let mut state = self.lock();
+        let file_id = state.store_file(name, mime_type, bytes);
+        let post = Post {
+            file_id: Some(file_id),
+            ..Post::text(caption)
+        };
+        state.post(chat, sender, post).id
+    }
+
+    /// Edits message `message` of `chat` as its sender.
+    pub fn edit(&self, chat: &str, message: &str, text: &str) -> Result<(), Refusal> {
+        let mut state = self.lock();
+        let sender = state.sender_of(chat, message)?;
+        state.edit(chat, message, &sender, text)
+    }
+
+    /// Deletes message `message` of `chat` as its sender.
+    pub fn delete(&self, chat: &str, message: &str) -> Result<(), Refusal> {
+        let mut state = self.lock();
+        let sender = state.sender_of(chat, message)?;
+        state.delete(chat, message, &sender)
+    }
+
+    /// Adds (or with `removed`, takes back) `user`'s reaction `key` to a
+    /// message.
+    pub fn react(
+        &self,
+        chat: &str,
+        message: &str,
+        user: &str,
+        key: &str,
+        removed: bool,
+    ) -> Result<(), Refusal> {
+        self.lock().react(chat, message, user, key, removed)
+    }
+
+    /// `user` starts or stops typing in `chat`.
+    pub fn set_typing(&self, chat: &str, user: &str, typing: bool) -> Result<(), Refusal> {
+        self.lock().log(chat, user, ActivityKind::Typing { typing })
+    }
+
+    /// `user` read `chat` up to message `up_to`.
+    pub fn mark_read(&self, chat: &str, user: &str, up_to: &str) -> Result<(), Refusal> {
+        let mut state = self.lock();
+        state.sender_of(chat, up_to)?;
+        state.log(
             chat,
-            sender,
-            text.into(),
-            Some(html.into()),
-            None,
+            user,
+            ActivityKind::Read {
+                up_to: up_to.into(),
+            },
         )
-        .id
     }
 
     /// Every message of `chat`, including deleted ones.
     pub fn messages(&self, chat: &str) -> Vec<StoredMessage> {
-        self.state
-            .lock()
-            .unwrap()
+        self.lock()
             .messages
             .iter()
             .filter(|m| m.chat_id == chat)
@@ -299,19 +474,39 @@ impl EchoService {
             .collect()
     }
 
+    /// Everything that happened in `chat`, oldest first.
+    pub fn activity(&self, chat: &str) -> Vec<Activity> {
+        self.lock()
+            .activity
+            .iter()
+            .filter(|a| a.chat_id == chat)
+            .cloned()
+            .collect()
+    }
+
+    /// A stored file: its name, MIME type and bytes.
+    pub fn file(&self, id: &str) -> Option<(String, String, Vec<u8>)> {
+        self.lock()
+            .files
+            .get(id)
+            .map(|f| (f.name.clone(), f.mime_type.clone(), f.bytes.clone()))
+    }
+
+    /// Makes posting a message through the API take `delay` for `user`,
+    /// like a slow network.
+    pub fn set_send_delay(&self, user: &str, delay: std::time::Duration) {
+        self.lock().send_delays.insert(user.into(), delay);
+    }
+
     /// Invalidates every token of `user`.
     pub fn revoke_tokens(&self, user: &str) {
-        self.state
-            .lock()
-            .unwrap()
-            .tokens
-            .retain(|_, owner| owner != user);
+        self.lock().tokens.retain(|_, owner| owner != user);
     }
 
     /// Approves a device code as `user` (what the user does on the
     /// service's side); returns whether the code existed.
     pub fn approve_code(&self, code: &str, user: &str) -> bool {
-        let mut state = self.state.lock().unwrap();
+        let mut state = self.lock();
         match state.devices.values_mut().find(|d| d.code == code) {
             Some(device) => {
                 device.status = DeviceStatus::Approved(user.into());
@@ -321,116 +516,9 @@ impl EchoService {
         }
     }
 
-    fn create_chat(
-        state: &mut ServiceState,
-        name: Option<String>,
-        kind: &str,
-        members: Vec<String>,
-    ) -> String {
-        state.next_chat += 1;
-        let id = format!("c{}", state.next_chat);
-        state.chats.insert(
-            id.clone(),
-            Chat {
-                id: id.clone(),
-                name,
-                kind: kind.into(),
-                members,
-            },
-        );
-        id
-    }
-
-    fn post(
-        state: &mut ServiceState,
-        chat: &str,
-        sender: &str,
-        text: String,
-        html: Option<String>,
-        reply_to: Option<String>,
-    ) -> StoredMessage {
-        state.next_seq += 1;
-        let message = StoredMessage {
-            id: format!("m{}", state.next_seq),
-            seq: state.next_seq,
-            chat_id: chat.into(),
-            sender: sender.into(),
-            text: text.clone(),
-            html,
-            reply_to,
-            ts: now_ms(),
-            edits: 0,
-            deleted: false,
-        };
-        state.messages.push(message.clone());
-        let bot_in_chat = state
-            .chats
-            .get(chat)
-            .is_some_and(|c| c.members.iter().any(|m| m == ECHO_BOT));
-        if bot_in_chat && sender != ECHO_BOT {
-            Self::post(
-                state,
-                chat,
-                ECHO_BOT,
-                format!("echo: {text}"),
-                None,
-                Some(message.id.clone()),
-            );
-        }
-        message
-    }
-
-    fn user_of(&self, headers: &HeaderMap) -> Result<String, Unauthorized> {
-        let token = headers
-            .get("authorization")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .ok_or(Unauthorized("missing token"))?;
-        self.state
-            .lock()
-            .unwrap()
-            .tokens
-            .get(token)
-            .cloned()
-            .ok_or(Unauthorized("invalid token"))
-    }
-
-    fn issue_token(state: &mut ServiceState, user: &str) -> serde_json::Value {
-        let token = random_token(40);
-        state.tokens.insert(token.clone(), user.into());
-        let display_name = state
-            .users
-            .get(user)
-            .map(|u| u.display_name.clone())
-            .unwrap_or_default();
-        json!({ "token": token, "user_id": user, "display_name": display_name })
-    }
-
     /// The service's HTTP API.
-    pub fn router(&self) -> Router {
-        Router::new()
-            .route("/api/login", post(login))
-            .route("/api/logout", post(logout))
-            .route("/api/me", get(me))
-            .route("/api/device-code", post(start_device_code))
-            .route("/api/device-code/approve", post(approve_device_code))
-            .route("/api/device-code/{device_id}", get(poll_device_code))
-            .route("/api/chats", get(list_chats))
-            .route("/api/messages", get(list_messages))
-            .route("/api/chats/{chat}/messages", post(send_message))
-            .route(
-                "/api/chats/{chat}/messages/{message}",
-                put(edit_message).delete(delete_message),
-            )
-            .route("/_admin/users", post(admin_add_user))
-            .route("/_admin/chats", post(admin_add_chat))
-            .route(
-                "/_admin/chats/{chat}/messages",
-                post(admin_say).get(admin_messages),
-            )
-            .route("/_admin/users/{user}/revoke", post(admin_revoke))
-            .layer(DefaultBodyLimit::max(64 << 10))
-            .with_state(self.clone())
+    pub fn router(&self) -> axum::Router {
+        http::router(self.clone())
     }
 
     /// Serves the API on `addr` in a background task; returns the bound
@@ -448,325 +536,253 @@ impl EchoService {
     }
 }
 
-#[derive(Deserialize)]
-struct Credentials {
-    username: String,
-    password: String,
-}
+impl ServiceState {
+    fn create_chat(&mut self, name: Option<String>, kind: &str, members: Vec<String>) -> String {
+        self.next_chat += 1;
+        let id = format!("c{}", self.next_chat);
+        self.chats.insert(
+            id.clone(),
+            Chat {
+                id: id.clone(),
+                name,
+                kind: kind.into(),
+                members,
+            },
+        );
+        id
+    }
 
-async fn login(State(service): State<EchoService>, Json(body): Json<Credentials>) -> Response {
-    let mut state = service.state.lock().unwrap();
-    match state.users.get(&body.username) {
-        Some(user) if user.password == body.password && user.id != ECHO_BOT => {
-            Json(EchoService::issue_token(&mut state, &body.username)).into_response()
+    fn is_member(&self, chat: &str, user: &str) -> bool {
+        self.chats
+            .get(chat)
+            .is_some_and(|c| c.members.iter().any(|m| m == user))
+    }
+
+    fn store_file(&mut self, name: &str, mime_type: &str, bytes: Vec<u8>) -> String {
+        self.next_file += 1;
+        let id = format!("f{}", self.next_file);
+        self.files.insert(
+            id.clone(),
+            StoredFile {
+                name: name.into(),
+                mime_type: mime_type.into(),
+                bytes,
+            },
+        );
+        id
+    }
+
+    fn log(&mut self, chat: &str, actor: &str, kind: ActivityKind) -> Result<(), Refusal> {
+        if !self.is_member(chat, actor) {
+            return Err(Refusal::NotFound("no such chat"));
         }
-        _ => error(StatusCode::UNAUTHORIZED, "wrong user name or password"),
+        self.next_seq += 1;
+        self.activity.push(Activity {
+            seq: self.next_seq,
+            chat_id: chat.into(),
+            actor: actor.into(),
+            ts: now_ms(),
+            kind,
+        });
+        Ok(())
     }
-}
 
-async fn logout(State(service): State<EchoService>, headers: HeaderMap) -> Response {
-    if let Err(e) = service.user_of(&headers) {
-        return e.into_response();
-    }
-    let token = headers
-        .get("authorization")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .unwrap_or_default()
-        .to_owned();
-    service.state.lock().unwrap().tokens.remove(&token);
-    Json(json!({})).into_response()
-}
-
-async fn me(State(service): State<EchoService>, headers: HeaderMap) -> Response {
-    match service.user_of(&headers) {
-        Ok(user) => {
-            let state = service.state.lock().unwrap();
-            Json(state.users.get(&user).cloned()).into_response()
-        }
-        Err(e) => e.into_response(),
-    }
-}
-
-async fn start_device_code(State(service): State<EchoService>) -> Response {
-    let device_id = random_token(24);
-    let code = random_token(6);
-    service.state.lock().unwrap().devices.insert(
-        device_id.clone(),
-        DeviceCode {
-            code: code.clone(),
-            status: DeviceStatus::Pending,
-        },
-    );
-    Json(json!({ "code": code, "device_id": device_id })).into_response()
-}
-
-#[derive(Deserialize)]
-struct Approval {
-    code: String,
-    username: String,
-    password: String,
-}
-
-async fn approve_device_code(
-    State(service): State<EchoService>,
-    Json(body): Json<Approval>,
-) -> Response {
-    let valid = {
-        let state = service.state.lock().unwrap();
-        state
-            .users
-            .get(&body.username)
-            .is_some_and(|u| u.password == body.password)
-    };
-    if !valid {
-        return error(StatusCode::UNAUTHORIZED, "wrong user name or password");
-    }
-    if service.approve_code(&body.code, &body.username) {
-        Json(json!({})).into_response()
-    } else {
-        error(StatusCode::NOT_FOUND, "no such code")
-    }
-}
-
-async fn poll_device_code(
-    State(service): State<EchoService>,
-    Path(device_id): Path<String>,
-) -> Response {
-    let mut state = service.state.lock().unwrap();
-    let Some(device) = state.devices.get(&device_id).cloned() else {
-        return Json(json!({ "status": "expired" })).into_response();
-    };
-    match device.status {
-        DeviceStatus::Pending => Json(json!({ "status": "pending" })).into_response(),
-        DeviceStatus::Approved(user) => {
-            state.devices.remove(&device_id);
-            let mut body = EchoService::issue_token(&mut state, &user);
-            body["status"] = json!("approved");
-            Json(body).into_response()
-        }
-    }
-}
-
-fn user_json(state: &ServiceState, id: &str) -> serde_json::Value {
-    let name = state
-        .users
-        .get(id)
-        .map(|u| u.display_name.clone())
-        .unwrap_or_else(|| id.to_owned());
-    json!({ "id": id, "display_name": name })
-}
-
-async fn list_chats(State(service): State<EchoService>, headers: HeaderMap) -> Response {
-    let user = match service.user_of(&headers) {
-        Ok(u) => u,
-        Err(e) => return e.into_response(),
-    };
-    let state = service.state.lock().unwrap();
-    let chats: Vec<_> = state
-        .chats
-        .values()
-        .filter(|c| c.members.contains(&user))
-        .map(|c| {
-            let members: Vec<_> = c.members.iter().map(|m| user_json(&state, m)).collect();
-            json!({ "id": c.id, "name": c.name, "kind": c.kind, "members": members })
-        })
-        .collect();
-    Json(chats).into_response()
-}
-
-#[derive(Deserialize)]
-struct After {
-    #[serde(default)]
-    after: u64,
-    #[serde(default = "default_limit")]
-    limit: usize,
-}
-
-fn default_limit() -> usize {
-    100
-}
-
-async fn list_messages(
-    State(service): State<EchoService>,
-    headers: HeaderMap,
-    Query(query): Query<After>,
-) -> Response {
-    let user = match service.user_of(&headers) {
-        Ok(u) => u,
-        Err(e) => return e.into_response(),
-    };
-    let state = service.state.lock().unwrap();
-    let limit = query.limit.clamp(1, 500);
-    let visible: Vec<&StoredMessage> = state
-        .messages
-        .iter()
-        .filter(|m| m.seq > query.after && !m.deleted)
-        .filter(|m| {
-            state
-                .chats
-                .get(&m.chat_id)
-                .is_some_and(|c| c.members.contains(&user))
-        })
-        .collect();
-    let has_more = visible.len() > limit;
-    let messages: Vec<_> = visible
-        .into_iter()
-        .take(limit)
-        .map(|m| {
-            json!({
-                "id": m.id, "seq": m.seq, "chat_id": m.chat_id, "sender": user_json(&state, &m.sender),
-                "text": m.text, "html": m.html, "reply_to": m.reply_to, "ts": m.ts,
+    fn post(&mut self, chat: &str, sender: &str, post: Post) -> StoredMessage {
+        self.next_seq += 1;
+        let file = post.file_id.as_ref().and_then(|id| {
+            self.files.get(id).map(|f| FileRef {
+                id: id.clone(),
+                name: f.name.clone(),
+                mime_type: f.mime_type.clone(),
+                size: f.bytes.len() as u64,
             })
-        })
-        .collect();
-    Json(json!({ "messages": messages, "has_more": has_more })).into_response()
-}
-
-#[derive(Deserialize)]
-struct NewMessage {
-    text: String,
-    #[serde(default)]
-    html: Option<String>,
-    #[serde(default)]
-    reply_to: Option<String>,
-}
-
-async fn send_message(
-    State(service): State<EchoService>,
-    headers: HeaderMap,
-    Path(chat): Path<String>,
-    Json(body): Json<NewMessage>,
-) -> Response {
-    let user = match service.user_of(&headers) {
-        Ok(u) => u,
-        Err(e) => return e.into_response(),
-    };
-    let mut state = service.state.lock().unwrap();
-    if !state
-        .chats
-        .get(&chat)
-        .is_some_and(|c| c.members.contains(&user))
-    {
-        return error(StatusCode::NOT_FOUND, "no such chat");
+        });
+        let message = StoredMessage {
+            id: format!("m{}", self.next_seq),
+            seq: self.next_seq,
+            chat_id: chat.into(),
+            sender: sender.into(),
+            text: post.text.clone(),
+            html: post.html,
+            reply_to: post.reply_to,
+            ts: now_ms(),
+            edits: 0,
+            deleted: false,
+            file: file.clone(),
+            reactions: BTreeMap::new(),
+        };
+        self.messages.push(message.clone());
+        self.activity.push(Activity {
+            seq: message.seq,
+            chat_id: chat.into(),
+            actor: sender.into(),
+            ts: message.ts,
+            kind: ActivityKind::Message {
+                message_id: message.id.clone(),
+            },
+        });
+        if self.is_member(chat, ECHO_BOT) && sender != ECHO_BOT {
+            // The bot reads the message, then answers it (a file with the
+            // same file).
+            let _ = self.log(
+                chat,
+                ECHO_BOT,
+                ActivityKind::Read {
+                    up_to: message.id.clone(),
+                },
+            );
+            let answer = match &file {
+                Some(file) => Post {
+                    text: format!("echo: {}", file.name),
+                    file_id: Some(file.id.clone()),
+                    reply_to: Some(message.id.clone()),
+                    html: None,
+                },
+                None => Post {
+                    reply_to: Some(message.id.clone()),
+                    ..Post::text(format!("echo: {}", post.text))
+                },
+            };
+            self.post(chat, ECHO_BOT, answer);
+        }
+        message
     }
-    let message = EchoService::post(
-        &mut state,
-        &chat,
-        &user,
-        body.text,
-        body.html,
-        body.reply_to,
-    );
-    Json(json!({ "id": message.id, "seq": message.seq })).into_response()
-}
 
-#[derive(Deserialize)]
-struct Edit {
-    text: String,
-}
+    fn message_mut(&mut self, chat: &str, message: &str) -> Result<&mut StoredMessage, Refusal> {
+        self.messages
+            .iter_mut()
+            .find(|m| m.id == message && m.chat_id == chat && !m.deleted)
+            .ok_or(Refusal::NotFound("no such message"))
+    }
 
-impl EchoService {
-    /// Applies `change` to message `message` of `chat` if the token's user
-    /// sent it.
-    fn change_own_message(
-        &self,
-        headers: &HeaderMap,
+    fn sender_of(&mut self, chat: &str, message: &str) -> Result<String, Refusal> {
+        Ok(self.message_mut(chat, message)?.sender.clone())
+    }
+
+    fn own_message(
+        &mut self,
         chat: &str,
         message: &str,
-        change: impl FnOnce(&mut StoredMessage),
-    ) -> Response {
-        let user = match self.user_of(headers) {
-            Ok(u) => u,
-            Err(e) => return e.into_response(),
-        };
-        let mut state = self.state.lock().unwrap();
-        match state
-            .messages
-            .iter_mut()
-            .find(|m| m.id == message && m.chat_id == chat && m.sender == user)
-        {
-            Some(m) => {
-                change(m);
-                Json(json!({})).into_response()
-            }
-            None => error(StatusCode::NOT_FOUND, "no such message of yours"),
+        user: &str,
+    ) -> Result<&mut StoredMessage, Refusal> {
+        let found = self.message_mut(chat, message)?;
+        if found.sender != user {
+            return Err(Refusal::NotFound("no such message of yours"));
         }
+        Ok(found)
+    }
+
+    fn edit(&mut self, chat: &str, message: &str, user: &str, text: &str) -> Result<(), Refusal> {
+        let found = self.own_message(chat, message, user)?;
+        found.text = text.into();
+        found.edits += 1;
+        self.log(
+            chat,
+            user,
+            ActivityKind::Edit {
+                message_id: message.into(),
+                text: text.into(),
+            },
+        )
+    }
+
+    fn delete(&mut self, chat: &str, message: &str, user: &str) -> Result<(), Refusal> {
+        self.own_message(chat, message, user)?.deleted = true;
+        self.log(
+            chat,
+            user,
+            ActivityKind::Delete {
+                message_id: message.into(),
+            },
+        )
+    }
+
+    fn react(
+        &mut self,
+        chat: &str,
+        message: &str,
+        user: &str,
+        key: &str,
+        removed: bool,
+    ) -> Result<(), Refusal> {
+        if key.is_empty() || key.len() > 64 {
+            return Err(Refusal::Invalid("a reaction key has 1 to 64 bytes"));
+        }
+        if !self.is_member(chat, user) {
+            return Err(Refusal::NotFound("no such chat"));
+        }
+        let found = self.message_mut(chat, message)?;
+        let users = found.reactions.entry(key.into()).or_default();
+        let had = users.iter().any(|u| u == user);
+        if removed != had {
+            // Nothing changes: adding twice, or removing what is not there.
+            return Ok(());
+        }
+        if removed {
+            users.retain(|u| u != user);
+            if users.is_empty() {
+                found.reactions.remove(key);
+            }
+        } else {
+            users.push(user.into());
+        }
+        self.log(
+            chat,
+            user,
+            ActivityKind::Reaction {
+                message_id: message.into(),
+                key: key.into(),
+                removed,
+            },
+        )
     }
 }
 
-async fn edit_message(
-    State(service): State<EchoService>,
-    headers: HeaderMap,
-    Path((chat, message)): Path<(String, String)>,
-    Json(body): Json<Edit>,
-) -> Response {
-    service.change_own_message(&headers, &chat, &message, |m| {
-        m.text = body.text;
-        m.edits += 1;
-    })
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-async fn delete_message(
-    State(service): State<EchoService>,
-    headers: HeaderMap,
-    Path((chat, message)): Path<(String, String)>,
-) -> Response {
-    service.change_own_message(&headers, &chat, &message, |m| m.deleted = true)
-}
+    #[test]
+    fn the_bot_reads_and_answers_and_a_file_comes_back_as_the_same_file() {
+        let service = EchoService::new();
+        let chat = service.add_user("alice", "pw", "Alice");
+        let id = service.say_file(&chat, "alice", "cat.png", "image/png", vec![1, 2], "look");
+        let messages = service.messages(&chat);
+        let answer = messages.last().unwrap();
+        assert_eq!(answer.sender, ECHO_BOT);
+        assert_eq!(answer.reply_to.as_deref(), Some(id.as_str()));
+        assert_eq!(answer.file.as_ref().unwrap().name, "cat.png");
+        let read = ActivityKind::Read { up_to: id.clone() };
+        assert!(service.activity(&chat).iter().any(|a| a.kind == read));
+    }
 
-#[derive(Deserialize)]
-struct NewUser {
-    username: String,
-    password: String,
-    #[serde(default)]
-    display_name: Option<String>,
-}
+    #[test]
+    fn only_the_sender_edits_and_a_reaction_counts_once_per_user() {
+        let service = EchoService::new();
+        let chat = service.add_user("alice", "pw", "Alice");
+        let id = service.say(&chat, "alice", "hi");
+        service.edit(&chat, &id, "hello").unwrap();
+        let mut state = service.lock();
+        assert!(state.edit(&chat, &id, ECHO_BOT, "mine").is_err());
+        drop(state);
+        service.react(&chat, &id, ECHO_BOT, "👍", false).unwrap();
+        service.react(&chat, &id, ECHO_BOT, "👍", false).unwrap();
+        let reactions = service
+            .activity(&chat)
+            .into_iter()
+            .filter(|a| matches!(a.kind, ActivityKind::Reaction { .. }))
+            .count();
+        assert_eq!(reactions, 1);
+        assert_eq!(service.messages(&chat)[1].text, "hello");
+    }
 
-async fn admin_add_user(State(service): State<EchoService>, Json(body): Json<NewUser>) -> Response {
-    let name = body.display_name.unwrap_or_else(|| body.username.clone());
-    let chat = service.add_user(&body.username, &body.password, &name);
-    Json(json!({ "user_id": body.username, "echo_chat": chat })).into_response()
-}
-
-#[derive(Deserialize)]
-struct NewChat {
-    #[serde(default)]
-    name: Option<String>,
-    #[serde(default = "group")]
-    kind: String,
-    members: Vec<String>,
-}
-
-fn group() -> String {
-    "group".into()
-}
-
-async fn admin_add_chat(State(service): State<EchoService>, Json(body): Json<NewChat>) -> Response {
-    let members: Vec<&str> = body.members.iter().map(String::as_str).collect();
-    let id = service.add_chat(body.name.as_deref(), &body.kind, &members);
-    Json(json!({ "id": id })).into_response()
-}
-
-#[derive(Deserialize)]
-struct Say {
-    sender: String,
-    text: String,
-}
-
-async fn admin_say(
-    State(service): State<EchoService>,
-    Path(chat): Path<String>,
-    Json(body): Json<Say>,
-) -> Response {
-    Json(json!({ "id": service.say(&chat, &body.sender, &body.text) })).into_response()
-}
-
-async fn admin_messages(State(service): State<EchoService>, Path(chat): Path<String>) -> Response {
-    Json(service.messages(&chat)).into_response()
-}
-
-async fn admin_revoke(State(service): State<EchoService>, Path(user): Path<String>) -> Response {
-    service.revoke_tokens(&user);
-    Json(json!({})).into_response()
+    #[test]
+    fn the_state_file_round_trips_with_passwords() {
+        let service = EchoService::new();
+        service.add_user("alice", "secret", "Alice");
+        let text = serde_json::to_string(&*service.lock()).unwrap();
+        let loaded: ServiceState = serde_json::from_str(&text).unwrap();
+        assert_eq!(loaded.users["alice"].password, "secret");
+        assert_eq!(loaded.messages.len(), 1);
+    }
 }
