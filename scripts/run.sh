@@ -23,7 +23,9 @@ scripts/setup.sh
 step() { printf '\n==> %s\n' "$*"; }
 
 step "building weft, the echo service and the echo plugin"
-cargo build --locked -p weft-host -p echo-service
+# The whole workspace, as scripts/test.sh builds it: the same features,
+# so one build serves both.
+cargo build --workspace --locked
 cargo weft build -p echo
 WEFT="$ROOT/target/debug/weft"
 ECHO_SERVICE="$ROOT/target/debug/echo-service"
@@ -64,7 +66,8 @@ base-url = "http://127.0.0.1:$ECHO_PORT"
 poll-interval-ms = 1000
 EOF
 fi
-"$WEFT" --config "$DEV/weft.toml" generate-registration
+# Synapse (started below) reads the registration at startup.
+"$WEFT" --config "$DEV/weft.toml" generate-registration >/dev/null
 
 if [ ! -f "$DEV/synapse/homeserver.yaml" ]; then
   .venv-synapse/bin/generate_signing_key -o "$DEV/synapse/signing.key"
@@ -144,8 +147,15 @@ weft is starting. Log in with any Matrix client:
 
 Then start a direct chat with @weftbot:localhost and send:
   login echo:password      (echo account: alice / alice-password, or bob / bob-password)
-Your echo chats appear as rooms; write in "Echo bot" and the echo bot answers.
-Log in to both accounts to see each login get its own rooms.
+or, to try the device-code flow:
+  login echo:code          then approve the code it shows:
+    curl -X POST http://127.0.0.1:$ECHO_PORT/api/device-code/approve \
+      -H 'content-type: application/json' \
+      -d '{"code":"<CODE>","username":"alice","password":"alice-password"}'
+Your echo chats arrive as room invites: accept them. Each starts with its
+recent history. Write in "Echo bot" and the echo bot reads and answers;
+send it a file and it sends the file back. Log in to both accounts to see
+each login get its own rooms.
 
 Operators: $WEFT --config .dev/weft.toml plugin list   (or: login list)
 Stop with Ctrl-C.

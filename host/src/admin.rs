@@ -31,6 +31,8 @@ pub struct AdminState {
     pub logins: Arc<Logins>,
     /// The outbox, for its dead letters.
     pub outbox: Arc<Outbox>,
+    /// The bridge, for its inbound queue, if there is a Matrix side.
+    pub bridge: Option<Arc<crate::bridge::Bridge>>,
     /// The admin token.
     pub token: Arc<str>,
     /// The last load error per plugin file, from the watcher and startup.
@@ -59,6 +61,7 @@ pub fn router(state: AdminState) -> Router {
         )
         .route("/_weft/admin/v1/logins/{key}/restart", post(restart_login))
         .route("/_weft/admin/v1/dead-letters", get(list_dead_letters))
+        .route("/_weft/admin/v1/inbound", get(inbound))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(1 << 20))
         .with_state(state)
@@ -351,4 +354,21 @@ async fn list_dead_letters(
             .outbox
             .dead_letters(query.limit.min(10_000), query.content)?,
     ))
+}
+
+/// # `GET /_weft/admin/v1/inbound?limit=`
+///
+/// The Matrix side's inbound queue: how many events wait in each room,
+/// and the events that could not be handled (without their content).
+async fn inbound(
+    State(state): State<AdminState>,
+    Query(query): Query<DeadLetterQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let Some(bridge) = &state.bridge else {
+        return Err(ApiError::not_found("this host has no Matrix side"));
+    };
+    Ok(Json(serde_json::json!({
+        "pending": bridge.inbound_pending()?,
+        "dead_letters": bridge.inbound_dead_letters(query.limit.min(10_000))?,
+    })))
 }

@@ -4,6 +4,10 @@
 //! Every `/_matrix/app/v1` request must carry the registration's hs_token
 //! as `Authorization: Bearer` (compared in constant time); a request
 //! without it gets 401, a wrong one 403, and nothing is stored.
+//!
+//! A transaction is answered once its events are stored (see
+//! [`crate::bridge::from_matrix`]), not once they are handled: a slow
+//! connector never holds up the homeserver's queue.
 
 use std::sync::Arc;
 
@@ -14,11 +18,11 @@ use axum::response::Response;
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use ruma::UserId;
-use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::api_error::{ApiError, ApiJson, ApiResult, bearer, token_matches};
 use crate::bridge::Bridge;
+use crate::bridge::from_matrix::Transaction;
 
 /// The appservice API's state.
 #[derive(Clone)]
@@ -27,9 +31,6 @@ pub struct AppserviceState {
     pub bridge: Arc<Bridge>,
     /// The token the homeserver presents.
     pub hs_token: Arc<str>,
-    /// Transactions being handled now: a retry of one waits for it.
-    in_flight:
-        Arc<tokio::sync::Mutex<std::collections::BTreeMap<String, Arc<tokio::sync::Mutex<()>>>>>,
 }
 
 /// The appservice and provisioning router.
@@ -37,7 +38,6 @@ pub fn router(bridge: Arc<Bridge>, hs_token: &str, max_body_bytes: usize) -> Rou
     let state = AppserviceState {
         bridge: bridge.clone(),
         hs_token: hs_token.into(),
-        in_flight: Arc::default(),
     };
     let appservice = Router::new()
         .route(
@@ -77,36 +77,23 @@ async fn require_hs_token(
     Ok(next.run(request).await)
 }
 
-#[derive(Deserialize)]
-struct Transaction {
-    #[serde(default)]
-    events: Vec<Value>,
-}
-
 /// # `PUT /_matrix/app/v1/transactions/{txnId}`
+///
+/// A retry of a transaction (or a new one reusing its id, as Synapse does
+/// after a restart) is stored again: events already stored are recognised
+/// by their ids and skipped.
 async fn push_transaction(
     State(state): State<AppserviceState>,
     Path(txn_id): Path<String>,
     ApiJson(transaction): ApiJson<Transaction>,
 ) -> ApiResult<Json<Value>> {
-    let lock = state
-        .in_flight
-        .lock()
-        .await
-        .entry(txn_id.clone())
-        .or_default()
-        .clone();
-    let guard = lock.lock().await;
-    let result = state
+    // A storage failure means the events were not stored: a 500 makes the
+    // homeserver retry.
+    state
         .bridge
-        .handle_transaction(&txn_id, transaction.events)
-        .await;
-    drop(guard);
-    state.in_flight.lock().await.remove(&txn_id);
-    // A storage failure means the transaction was not recorded: a 500 makes
-    // the homeserver retry it, and the per-event markers keep the retry
-    // from sending anything twice.
-    result.map_err(ApiError::internal)?;
+        .accept_transaction(&txn_id, transaction)
+        .await
+        .map_err(ApiError::internal)?;
     Ok(Json(json!({})))
 }
 

@@ -2,16 +2,27 @@
 //! Matrix messages go to the right login's connector.
 //!
 //! - [`remote`]: the outbox of each login, drained in order by one worker
-//!   per login, into portals (rooms), ghosts and events.
-//! - [`from_matrix`]: appservice transactions, into connector calls and
+//!   per login, into portals (rooms), ghosts and events; [`media`] and
+//!   [`html`] shape files and formatted text, [`backfill`] gives new
+//!   portals their history, [`double_puppet`] sends the user's own
+//!   messages as their Matrix account.
+//! - [`from_matrix`]: appservice transactions, stored in the [`inbound`]
+//!   queue and handled in order per room, into connector calls and
 //!   management-room commands.
 //! - [`commands`]: the management room.
+//! - [`workers`]: the serial workers behind both queues.
 //! - [`store`]: what the bridge remembers.
 
+mod backfill;
 pub mod commands;
+mod double_puppet;
 pub mod from_matrix;
+pub mod html;
+pub mod inbound;
+mod media;
 pub mod remote;
 pub mod store;
+mod workers;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, Weak};
@@ -24,7 +35,6 @@ use ruma::api::client::profile::set_profile_field;
 use ruma::events::room::message::RoomMessageEventContent;
 use ruma::profile::ProfileFieldValue;
 use ruma::{OwnedRoomId, OwnedTransactionId, OwnedUserId, RoomId, UserId};
-use tokio::sync::mpsc;
 
 use futures::future::BoxFuture;
 use weft_runtime::Registry;
@@ -36,7 +46,9 @@ use crate::login_process::LoginProcesses;
 use crate::logins::{DeletionHook, LoginKey, LoginRecord, Logins, StateEvent};
 use crate::matrix::{HomeserverClient, HsError, Namespaces};
 use crate::outbox::{EventSink, Outbox};
+use inbound::Inbound;
 use store::{BridgeStore, GhostRecord};
+use workers::{Attempt, Stalled, Workers};
 
 /// Why a bridging step failed.
 #[derive(Debug, thiserror::Error)]
@@ -47,9 +59,15 @@ pub enum BridgeError {
     /// Storage failed.
     #[error(transparent)]
     Storage(#[from] StorageError),
-    /// Something needed is not there right now (the plugin is not loaded).
+    /// Something needed is not there right now.
     #[error("{0}")]
     Unavailable(String),
+    /// The plugin an event belongs to is not loaded (yet).
+    #[error("the {0} plugin is not loaded")]
+    PluginNotLoaded(String),
+    /// A queued event does not decode (stored by another version).
+    #[error("{0}")]
+    Undecodable(String),
 }
 
 impl BridgeError {
@@ -58,7 +76,8 @@ impl BridgeError {
     pub fn is_transient(&self) -> bool {
         match self {
             Self::Homeserver(error) => error.retry() != crate::matrix::client::RetryKind::Permanent,
-            Self::Storage(_) | Self::Unavailable(_) => true,
+            Self::Storage(_) | Self::Unavailable(_) | Self::PluginNotLoaded(_) => true,
+            Self::Undecodable(_) => false,
         }
     }
 
@@ -108,9 +127,19 @@ pub struct Bridge {
     pub processes: Arc<LoginProcesses>,
     /// The config.
     pub config: Arc<Config>,
+    /// With double puppeting on, the client that acts as local users.
+    puppets: Option<HomeserverClient>,
     outbox: Arc<Outbox>,
+    inbound: Inbound,
     this: Weak<Bridge>,
-    workers: Mutex<BTreeMap<LoginKey, mpsc::UnboundedSender<()>>>,
+    /// One worker per login drains its outbox.
+    outbox_workers: Workers<LoginKey>,
+    /// One worker per room handles its inbound events.
+    room_workers: Workers<String>,
+    /// Who types in which room now, as the homeserver last said.
+    typing: Mutex<BTreeMap<String, Vec<OwnedUserId>>>,
+    /// Inbound events whose room was told they are delayed.
+    delayed: Mutex<BTreeSet<String>>,
     /// The state last announced per login, so notices go out on change.
     announced: Mutex<BTreeMap<LoginKey, StateEvent>>,
     /// Management-room conversations (a login in progress), by room.
@@ -139,26 +168,89 @@ pub struct BridgeParts {
     pub config: Arc<Config>,
     /// Remote events to bridge.
     pub outbox: Arc<Outbox>,
+    /// With double puppeting on, the token of its registration.
+    pub double_puppet_token: Option<String>,
 }
 
 impl Bridge {
     /// Builds the bridge.
-    pub fn new(parts: BridgeParts) -> Arc<Self> {
-        Arc::new_cyclic(|this| Self {
-            client: parts.client,
-            namespaces: parts.namespaces,
-            store: parts.store,
-            registry: parts.registry,
-            logins: parts.logins,
-            processes: parts.processes,
-            config: parts.config,
-            outbox: parts.outbox,
-            this: this.clone(),
-            workers: Mutex::new(BTreeMap::new()),
-            announced: Mutex::new(BTreeMap::new()),
-            conversations: tokio::sync::Mutex::new(BTreeMap::new()),
-            shared_portals: tokio::sync::Mutex::new(()),
-        })
+    pub fn new(parts: BridgeParts) -> Result<Arc<Self>, StorageError> {
+        let inbound = Inbound::open(parts.store.storage())?;
+        let puppets = parts
+            .double_puppet_token
+            .as_deref()
+            .map(|token| parts.client.with_token(token));
+        Ok(Arc::new_cyclic(|this: &Weak<Bridge>| {
+            let for_outbox = this.clone();
+            let for_rooms = this.clone();
+            Self {
+                client: parts.client,
+                namespaces: parts.namespaces,
+                store: parts.store,
+                registry: parts.registry,
+                logins: parts.logins,
+                processes: parts.processes,
+                config: parts.config,
+                puppets,
+                outbox: parts.outbox,
+                inbound,
+                this: this.clone(),
+                outbox_workers: Workers::new(
+                    "bridging",
+                    Arc::new(move |login: LoginKey, _: Attempt| {
+                        let bridge = for_outbox.clone();
+                        Box::pin(async move {
+                            match bridge.upgrade() {
+                                Some(bridge) => bridge.drain(&login).await,
+                                None => Ok(()),
+                            }
+                        })
+                    }),
+                ),
+                room_workers: Workers::new(
+                    "handling Matrix events",
+                    Arc::new(move |room: String, attempt: Attempt| {
+                        let bridge = for_rooms.clone();
+                        Box::pin(async move {
+                            match bridge.upgrade() {
+                                Some(bridge) => bridge.drain_room(&room, attempt).await,
+                                None => Ok(()),
+                            }
+                        })
+                    }),
+                ),
+                typing: Mutex::new(BTreeMap::new()),
+                delayed: Mutex::new(BTreeSet::new()),
+                announced: Mutex::new(BTreeMap::new()),
+                conversations: tokio::sync::Mutex::new(BTreeMap::new()),
+                shared_portals: tokio::sync::Mutex::new(()),
+            }
+        }))
+    }
+
+    /// A plugin was loaded or upgraded: events waiting for it go on.
+    pub fn plugin_loaded(&self) {
+        self.room_workers.wake_all();
+    }
+
+    /// The inbound dead letters (Matrix events that could not be
+    /// handled), oldest room first, at most `limit`.
+    pub fn inbound_dead_letters(
+        &self,
+        limit: usize,
+    ) -> Result<Vec<inbound::InboundDeadLetter>, StorageError> {
+        self.inbound.dead_letters(limit)
+    }
+
+    /// How many Matrix events wait in each room's queue.
+    pub fn inbound_pending(&self) -> Result<BTreeMap<String, usize>, StorageError> {
+        self.inbound.pending_counts()
+    }
+
+    /// Forgets inbound event ids and dispatch marks older than
+    /// `before_ms`: the homeserver does not send an event again after days.
+    pub fn prune_seen(&self, before_ms: u64) -> Result<usize, StorageError> {
+        Ok(self.inbound.prune_seen(before_ms)? + self.store.prune_dispatched(before_ms)?)
     }
 
     /// The bot's user id.
@@ -193,9 +285,10 @@ impl Bridge {
         let Some(record) = self.logins.store.get(key)? else {
             return Ok(None);
         };
-        let plugin = self.registry.plugin(&key.plugin).ok_or_else(|| {
-            BridgeError::Unavailable(format!("plugin {} is not loaded", key.plugin))
-        })?;
+        let plugin = self
+            .registry
+            .plugin(&key.plugin)
+            .ok_or_else(|| BridgeError::PluginNotLoaded(key.plugin.clone()))?;
         let owner = UserId::parse(record.owner.as_str())
             .map_err(|e| BridgeError::Unavailable(format!("login {key} has a bad owner: {e}")))?;
         Ok(Some(LoginContext {
@@ -411,10 +504,7 @@ impl Bridge {
     /// Unbridges the portals of a deleted login: each gets a notice and
     /// is forgotten (the rooms stay).
     async fn unbridge(&self, key: &LoginKey, reason: &str) -> Result<(), BridgeError> {
-        self.workers
-            .lock()
-            .expect("worker map poisoned")
-            .remove(key);
+        self.outbox_workers.forget(key);
         self.announced
             .lock()
             .expect("announced map poisoned")
@@ -435,79 +525,54 @@ impl Bridge {
 
     /// Stops the outbox workers and login processes (at shutdown).
     pub async fn shutdown(&self) {
-        self.workers.lock().expect("worker map poisoned").clear();
+        self.outbox_workers.clear();
+        self.room_workers.clear();
         self.processes.shutdown().await;
-    }
-
-    /// Starts (or wakes) the worker that drains `login`'s outbox.
-    fn wake(&self, login: &LoginKey) {
-        let mut workers = self.workers.lock().expect("worker map poisoned");
-        if let Some(worker) = workers.get(login)
-            && worker.send(()).is_ok()
-        {
-            return;
-        }
-        let Some(bridge) = self.this.upgrade() else {
-            return;
-        };
-        let (tx, rx) = mpsc::unbounded_channel();
-        let _ = tx.send(());
-        workers.insert(login.clone(), tx);
-        tokio::spawn(bridge.run_worker(login.clone(), rx));
-    }
-
-    async fn run_worker(self: Arc<Self>, login: LoginKey, mut wake: mpsc::UnboundedReceiver<()>) {
-        while wake.recv().await.is_some() {
-            while wake.try_recv().is_ok() {}
-            let mut backoff = crate::matrix::client::retry_backoff();
-            loop {
-                match self.drain(&login).await {
-                    Ok(()) => break,
-                    Err(error) => {
-                        // The homeserver's own Retry-After wins over ours.
-                        let delay = error
-                            .retry_after()
-                            .or_else(|| backoff.next())
-                            .unwrap_or(Duration::from_secs(60));
-                        tracing::warn!(%login, %error, retry_in_ms = delay.as_millis() as u64, "bridging paused; will retry");
-                        tokio::time::sleep(delay).await;
-                    }
-                }
-            }
-        }
     }
 
     /// Bridges `login`'s queued events in order. A transient failure stops
     /// here (the event stays queued, order is kept); an event that cannot
     /// be decoded, or that the homeserver refuses for good, moves to the
     /// dead letters and the rest flows.
-    async fn drain(&self, login: &LoginKey) -> Result<(), BridgeError> {
+    async fn drain(&self, login: &LoginKey) -> Result<(), Stalled> {
+        let mut progressed = false;
+        let stalled = |error: BridgeError, progressed: bool| Stalled { error, progressed };
         loop {
-            let batch = self.outbox.peek(login, 50)?;
+            let batch = self
+                .outbox
+                .peek(login, 50)
+                .map_err(|e| stalled(e.into(), progressed))?;
             if batch.is_empty() {
                 return Ok(());
             }
-            let Some(ctx) = self.login_context(login)? else {
+            let Some(ctx) = self
+                .login_context(login)
+                .map_err(|e| stalled(e, progressed))?
+            else {
                 // The login was deleted; its events go with it.
-                self.outbox.clear(login)?;
+                self.outbox
+                    .clear(login)
+                    .map_err(|e| stalled(e.into(), progressed))?;
                 return Ok(());
             };
             for queued in batch {
-                let event = match &queued.event {
-                    Ok(event) => event,
-                    Err(reason) => {
-                        self.outbox.bury(login, queued.seq, reason)?;
-                        continue;
-                    }
+                let result = match &queued.event {
+                    Ok(event) => self.handle_remote(&ctx, event).await,
+                    Err(reason) => Err(BridgeError::Undecodable(reason.clone())),
                 };
-                match self.handle_remote(&ctx, event).await {
-                    Ok(()) => self.outbox.ack(login, queued.seq)?,
-                    Err(error) if error.is_transient() => return Err(error),
+                let stored = match result {
+                    Ok(()) => self.outbox.ack(login, queued.seq),
+                    Err(error) if error.is_transient() => return Err(stalled(error, progressed)),
+                    Err(BridgeError::Undecodable(reason)) => {
+                        self.outbox.bury(login, queued.seq, &reason)
+                    }
                     Err(error) => {
                         let reason = format!("the bridge refused it: {error}");
-                        self.outbox.bury(login, queued.seq, &reason)?;
+                        self.outbox.bury(login, queued.seq, &reason)
                     }
-                }
+                };
+                stored.map_err(|e| stalled(e.into(), progressed))?;
+                progressed = true;
             }
         }
     }
@@ -515,7 +580,7 @@ impl Bridge {
 
 impl EventSink for Bridge {
     fn events_queued(&self, login: &LoginKey) {
-        self.wake(login);
+        self.outbox_workers.wake(login);
     }
 }
 

@@ -1,12 +1,13 @@
 //! `weft`: the host's command line. Runs the host, and talks to a running
-//! host's admin API for operators. No logic lives here.
+//! host's admin API for operators. No logic lives here. (It is in the
+//! library so that the test crate can run the same binary as a process.)
 
 use std::path::{Path, PathBuf};
 
+use crate::config::Config;
+use crate::host::Host;
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand};
-use weft_host::config::Config;
-use weft_host::host::Host;
 
 #[derive(Parser)]
 #[command(
@@ -68,7 +69,7 @@ enum Command {
         /// Run one scenario in this process (basics, live:N or
         /// hibernating:N); `weft bench` runs each in a child process.
         #[arg(long, hide = true)]
-        scenario: Option<weft_host::bench::Scenario>,
+        scenario: Option<crate::bench::Scenario>,
     },
     /// Manage the plugins of a running host.
     #[command(subcommand)]
@@ -84,6 +85,13 @@ enum Command {
         /// Include each event's stored content (it may hold private messages).
         #[arg(long)]
         content: bool,
+    },
+    /// Show the Matrix events waiting in each room, and those that could
+    /// not be handled.
+    Inbound {
+        /// At most this many failed events.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
     },
 }
 
@@ -145,7 +153,8 @@ enum LoginCommand {
     },
 }
 
-fn main() -> std::process::ExitCode {
+/// Runs the command line; what `weft`'s `main` does.
+pub fn main() -> std::process::ExitCode {
     // Operators get the error and its causes, not a backtrace.
     match run_cli() {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -181,7 +190,7 @@ fn run_cli() -> Result<()> {
                     Some("on-demand") => Some(weft_runtime::Allocator::OnDemand),
                     Some(other) => bail!("--allocator is pooling or on-demand, not {other}"),
                 };
-                let options = weft_host::bench::BenchOptions {
+                let options = crate::bench::BenchOptions {
                     logins,
                     hibernating,
                     samples,
@@ -190,11 +199,17 @@ fn run_cli() -> Result<()> {
                     allocator,
                     scenario,
                 };
-                weft_host::bench::run(&plugin, options).await
+                crate::bench::run(&plugin, options).await
             }
             Command::DeadLetters { limit, content } => {
                 let client = AdminClient::new(&cli.config)?;
                 let path = format!("/dead-letters?limit={limit}&content={content}");
+                print(&client.call(reqwest::Method::GET, &path, None).await?);
+                Ok(())
+            }
+            Command::Inbound { limit } => {
+                let client = AdminClient::new(&cli.config)?;
+                let path = format!("/inbound?limit={limit}");
                 print(&client.call(reqwest::Method::GET, &path, None).await?);
                 Ok(())
             }
@@ -207,7 +222,7 @@ fn run_cli() -> Result<()> {
 
 async fn run(config_path: &Path) -> Result<()> {
     let config = Config::load(config_path)?;
-    weft_host::telemetry::init(&config.logging);
+    crate::telemetry::init(&config.logging);
     let host = Host::start(config).await?;
     tracing::info!("weft is running; stop it with Ctrl-C or SIGTERM");
     wait_for_signal().await;
@@ -231,21 +246,26 @@ fn generate_registration(config_path: &Path) -> Result<()> {
         .as_ref()
         .map(|a| a.registration.clone())
         .context("the config has no [appservice] section")?;
-    let (registration, prefixes) = weft_host::matrix::registration::generate(&config)?;
+    let generated = crate::matrix::registration::generate(&config)?;
     println!("wrote {}", path.display());
     println!(
         "  bot: @{}:{}",
-        registration.sender_localpart,
+        generated.registration.sender_localpart,
         config
             .homeserver
             .as_ref()
             .map(|h| h.domain.as_str())
             .unwrap_or("?")
     );
-    for prefix in prefixes {
+    for prefix in &generated.prefixes {
         println!("  ghosts: @{prefix}*");
     }
-    println!("Add it to the homeserver's app_service_config_files and restart the homeserver.");
+    if let Some(double_puppet) = &generated.double_puppet {
+        println!("wrote {} (double puppeting)", double_puppet.display());
+    }
+    println!(
+        "The homeserver reads these files at startup: list them in its app_service_config_files and restart it after they change."
+    );
     Ok(())
 }
 
@@ -255,7 +275,7 @@ async fn check_plugin(config_path: &Path, path: &Path) -> Result<()> {
     } else {
         Config::from_toml("", Path::new("."))?
     };
-    weft_host::init_tls();
+    crate::init_tls();
     let source = weft_runtime::plugin::PluginSource::read(path)?;
     let manifest = weft_runtime::manifest::Manifest::parse(&source.manifest)?;
     let plugin = weft_runtime::plugin::check_offline(
@@ -295,7 +315,7 @@ impl AdminClient {
         let admin = config
             .admin
             .context("the config has no [admin] section, so the host has no admin API")?;
-        weft_host::init_tls();
+        crate::init_tls();
         Ok(Self {
             base: format!("http://{}/_weft/admin/v1", admin.listen),
             token: admin.token,

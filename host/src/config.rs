@@ -129,6 +129,14 @@ pub struct AppserviceConfig {
     /// The largest request body the server accepts.
     #[serde(default = "default_max_body")]
     pub max_body_bytes: usize,
+    /// The double-puppeting registration (written by `weft
+    /// generate-registration` when `[bridge] double-puppet` is on).
+    #[serde(default = "default_double_puppet_registration")]
+    pub double_puppet_registration: PathBuf,
+}
+
+fn default_double_puppet_registration() -> PathBuf {
+    PathBuf::from("doublepuppet.yaml")
 }
 
 fn default_registration() -> PathBuf {
@@ -191,6 +199,13 @@ pub struct BridgeConfig {
     pub max_login_processes_per_user: usize,
     /// How many login processes may be in progress at once, host-wide.
     pub max_login_processes: usize,
+    /// How many recent messages a new portal gets from the connector's
+    /// history; 0 turns backfill off.
+    pub backfill_messages: u32,
+    /// Send what users sent from the remote app as their own Matrix
+    /// account (double puppeting), through a second appservice
+    /// registration; off, such messages come from their remote ghost.
+    pub double_puppet: bool,
 }
 
 impl Default for BridgeConfig {
@@ -202,6 +217,8 @@ impl Default for BridgeConfig {
             login_idle_timeout_secs: 10 * 60,
             max_login_processes_per_user: 3,
             max_login_processes: 256,
+            backfill_messages: 20,
+            double_puppet: false,
         }
     }
 }
@@ -266,6 +283,7 @@ impl Config {
         }
         if let Some(appservice) = &mut self.appservice {
             absolute(&mut appservice.registration);
+            absolute(&mut appservice.double_puppet_registration);
         }
     }
 

@@ -76,7 +76,7 @@ impl Host {
             outbox.clone(),
             bot_localpart,
         ));
-        let registry = Registry::new(config.runtime_options(), storage.clone(), services)?;
+        let registry = Registry::new(config.runtime_options(), storage.clone(), services.clone())?;
         let logins = Logins::new(
             login_store,
             registry.clone(),
@@ -97,6 +97,14 @@ impl Host {
                 .context("the registration's sender_localpart and [homeserver] domain do not make a user id")?;
             let store = BridgeStore::open(&storage)?;
             let processes = LoginProcesses::new(registry.clone(), logins.clone(), config.clone());
+            let double_puppet_token = if config.bridge.double_puppet {
+                let path = &appservice.double_puppet_registration;
+                let puppet = registration::read(path)
+                    .context("[bridge] double-puppet is on, but its registration does not read")?;
+                Some(puppet.as_token)
+            } else {
+                None
+            };
             let the_bridge = Bridge::new(BridgeParts {
                 client,
                 namespaces,
@@ -106,7 +114,13 @@ impl Host {
                 processes,
                 config: config.clone(),
                 outbox: outbox.clone(),
-            });
+                double_puppet_token,
+            })?;
+            servers.push(tokio::spawn(wake_on_plugin_load(
+                the_bridge.clone(),
+                services.plugin_loads(),
+                shutdown_rx.clone(),
+            )));
             logins.set_deletion_hook(the_bridge.clone());
             registration_warnings = Some((registration.clone(), homeserver.domain.clone()));
             let router = crate::appservice::router(
@@ -121,6 +135,9 @@ impl Host {
             appservice_addr = Some(addr);
             servers.push(task);
             prepare_bot(&the_bridge).await;
+            // Matrix events stored before a restart go on; those whose
+            // plugin is not loaded yet wait for it.
+            the_bridge.resume_inbound()?;
             servers.push(tokio::spawn(housekeeping(
                 the_bridge.clone(),
                 shutdown_rx.clone(),
@@ -147,6 +164,7 @@ impl Host {
                 registry: registry.clone(),
                 logins: logins.clone(),
                 outbox: outbox.clone(),
+                bridge: bridge.clone(),
                 token: admin_config.token.clone().into(),
                 load_errors: load_errors.clone(),
             };
@@ -361,7 +379,7 @@ async fn prepare_bot(bridge: &Arc<Bridge>) {
     });
 }
 
-/// Periodic chores: forget old transactions, end expired login processes.
+/// Periodic chores: forget old event ids, end expired login processes.
 async fn housekeeping(bridge: Arc<Bridge>, mut shutdown: watch::Receiver<bool>) {
     let mut tick = tokio::time::interval(std::time::Duration::from_secs(60));
     loop {
@@ -371,9 +389,24 @@ async fn housekeeping(bridge: Arc<Bridge>, mut shutdown: watch::Receiver<bool>) 
         }
         bridge.processes.reap().await;
         let week_ago = crate::logins::now_ms().saturating_sub(7 * 24 * 3600 * 1000);
-        if let Err(error) = bridge.store.prune_transactions(week_ago) {
-            tracing::warn!(%error, "failed to prune old transactions");
+        if let Err(error) = bridge.prune_seen(week_ago) {
+            tracing::warn!(%error, "failed to prune old event ids");
         }
+    }
+}
+
+/// Events waiting for a plugin go on once it is loaded.
+async fn wake_on_plugin_load(
+    bridge: Arc<Bridge>,
+    mut loads: watch::Receiver<u64>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    loop {
+        tokio::select! {
+            changed = loads.changed() => if changed.is_err() { return },
+            _ = shutdown.changed() => return,
+        }
+        bridge.plugin_loaded();
     }
 }
 

@@ -19,6 +19,8 @@ pub struct RuntimeServices {
     /// The bridge bot's localpart, if the host has a Matrix side: no
     /// connector's ghosts may include it.
     bot_localpart: Option<String>,
+    /// Counts plugin loads and upgrades, for whoever waits for a plugin.
+    plugin_loads: tokio::sync::watch::Sender<u64>,
 }
 
 impl RuntimeServices {
@@ -28,7 +30,13 @@ impl RuntimeServices {
             logins,
             outbox,
             bot_localpart,
+            plugin_loads: tokio::sync::watch::Sender::new(0),
         }
+    }
+
+    /// Changes whenever a plugin is loaded or upgraded.
+    pub fn plugin_loads(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.plugin_loads.subscribe()
     }
 }
 
@@ -83,5 +91,9 @@ impl HostServices for RuntimeServices {
             .collect();
         ids::check_namespace(prefix, self.bot_localpart.as_deref(), &claimed)
             .map_err(|conflict| format!("plugin {}: {conflict}", plugin.id()))
+    }
+
+    fn plugin_current(&self, _plugin: &LoadedPlugin) {
+        self.plugin_loads.send_modify(|loads| *loads += 1);
     }
 }

@@ -17,9 +17,16 @@ pub const GHOSTS: &str = "ghosts";
 pub const MESSAGE_BY_REMOTE: &str = "message_by_remote";
 /// Bridged messages: Matrix event id → (portal, remote message id).
 pub const MESSAGE_BY_EVENT: &str = "message_by_event";
-/// Appservice transactions already handled: txn id → time.
-pub const TRANSACTIONS: &str = "transactions";
+/// Matrix events handed to a connector: ("event", event id) → time. (The
+/// tree's name is from when it also held transaction ids.)
+pub const DISPATCHED: &str = "transactions";
 /// Matrix users of the bridge: user id → record (management room).
 pub const USERS: &str = "users";
 /// Management room id → its user.
 pub const MANAGEMENT_ROOMS: &str = "management_rooms";
+/// Matrix events waiting to be handled: (room, seq) → event.
+pub const INBOUND: &str = "inbound";
+/// Matrix events already queued: event id → time.
+pub const INBOUND_SEEN: &str = "inbound_seen";
+/// Matrix events that could not be handled: (room, seq) → entry.
+pub const INBOUND_DEAD: &str = "inbound_dead";

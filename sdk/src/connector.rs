@@ -48,6 +48,43 @@ pub struct MatrixReaction {
     pub key: String,
 }
 
+/// A file sent on Matrix in one of the login's portals.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MatrixMedia {
+    /// The remote chat id of the portal.
+    pub chat_id: String,
+    /// The Matrix event id.
+    pub event_id: String,
+    /// The Matrix user who sent it.
+    pub sender: String,
+    /// The file's name.
+    pub file_name: String,
+    /// Its MIME type.
+    pub mime_type: String,
+    /// The file, downloaded from the homeserver by the host.
+    pub data: Vec<u8>,
+    /// A caption.
+    pub caption: Option<String>,
+    /// The remote id of the message it replies to, if any.
+    pub reply_to: Option<String>,
+    /// When it was sent, in Unix milliseconds.
+    pub timestamp_ms: u64,
+}
+
+impl std::fmt::Debug for MatrixMedia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MatrixMedia")
+            .field("chat_id", &self.chat_id)
+            .field("file_name", &self.file_name)
+            .field("mime_type", &self.mime_type)
+            .field("bytes", &self.data.len())
+            .finish()
+    }
+}
+
+/// One message of a chat's history, for [`Connector::fetch_history`].
+pub use crate::events::HistoryItem;
+
 /// A connector. Every method has a default, so a connector implements only
 /// what its network supports.
 ///
@@ -110,5 +147,35 @@ pub trait Connector: Login {
     /// this returns.
     fn logout(&mut self) -> Result<()> {
         Ok(())
+    }
+
+    /// Sends a file sent on Matrix; returns its remote id. Without this,
+    /// the host sends the file's name as text through
+    /// [`handle_matrix_message`](Connector::handle_matrix_message).
+    fn handle_matrix_media(&mut self, media: MatrixMedia) -> Result<String> {
+        let _ = media;
+        Err(Error::unsupported("handle-matrix-media"))
+    }
+
+    /// The login's owner read the chat up to remote message `up_to` on
+    /// Matrix, e.g. to mark the remote chat read. Ignored by default.
+    fn handle_matrix_read_receipt(&mut self, chat_id: &str, up_to: &str) -> Result<()> {
+        let _ = (chat_id, up_to);
+        Ok(())
+    }
+
+    /// The login's owner started or stopped typing in the chat on Matrix.
+    /// Ignored by default.
+    fn handle_matrix_typing(&mut self, chat_id: &str, typing: bool) -> Result<()> {
+        let _ = (chat_id, typing);
+        Ok(())
+    }
+
+    /// The newest `limit` messages of a chat, oldest first, for a new
+    /// portal's history. The host records their ids, so the next poll's
+    /// copies are dropped.
+    fn fetch_history(&mut self, chat_id: &str, limit: u32) -> Result<Vec<HistoryItem>> {
+        let _ = (chat_id, limit);
+        Err(Error::unsupported("fetch-history"))
     }
 }

@@ -29,9 +29,13 @@ use crate::Error;
 use crate::wit::imports::weft::plugin::matrix as wit;
 
 pub use wit::{
-    BridgeState, BridgeStateKind, ChatKind, ChatMember, ChatResync, Delete, Edit, EventSender,
-    Message, Reaction, ReadReceipt, RemoteEvent, RemoteUser, Typing,
+    Attachment, BridgeState, BridgeStateKind, ChatKind, ChatMember, ChatResync, Delete, Edit,
+    EventSender, MediaKind, MediaMessage, MediaSource, MediaUrl, Message, Reaction, ReadReceipt,
+    RemoteEvent, RemoteUser, Typing,
 };
+
+/// One message of a chat's history: text or a file.
+pub use crate::wit::backfill_export::HistoryItem;
 
 /// Why an event was not queued.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -78,6 +82,13 @@ impl From<EventError> for Error {
 /// Queues an event for bridging; durable when this returns `Ok`.
 pub fn queue(event: RemoteEvent) -> Result<(), EventError> {
     Ok(wit::queue_event(&event)?)
+}
+
+/// Queues a message with a file; durable when this returns `Ok`. The host
+/// uploads the file when it bridges the message (fetching it first, under
+/// this plugin's HTTP grant, if its source is a URL).
+pub fn queue_media(message: MediaMessage) -> Result<(), EventError> {
+    Ok(wit::queue_media(&message)?)
 }
 
 /// Reports the login's bridge state, e.g. `Connected` after a good poll or

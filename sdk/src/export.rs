@@ -125,6 +125,59 @@ mod network_api {
     }
 }
 
+mod media_handler {
+    use super::{Connector, Export, PluginError, with_plugin};
+    use crate::connector::MatrixMedia;
+    use crate::wit::media_handler_export as wit;
+
+    impl<T: Connector + Default + 'static> wit::Guest for Export<T> {
+        fn handle_matrix_media(media: wit::MatrixMedia) -> Result<String, PluginError> {
+            let media = MatrixMedia {
+                chat_id: media.chat_id,
+                event_id: media.event_id,
+                sender: media.sender,
+                file_name: media.file_name,
+                mime_type: media.mime_type,
+                data: media.data,
+                caption: media.caption,
+                reply_to: media.reply_to,
+                timestamp_ms: media.timestamp_ms,
+            };
+            with_plugin(|p: &mut T| p.handle_matrix_media(media)).map_err(Into::into)
+        }
+    }
+}
+
+mod receipt_handler {
+    use super::{Connector, Export, PluginError, with_plugin};
+    use crate::wit::receipt_handler_export as wit;
+
+    impl<T: Connector + Default + 'static> wit::Guest for Export<T> {
+        fn handle_matrix_read_receipt(chat_id: String, up_to: String) -> Result<(), PluginError> {
+            with_plugin(|p: &mut T| p.handle_matrix_read_receipt(&chat_id, &up_to))
+                .map_err(Into::into)
+        }
+
+        fn handle_matrix_typing(chat_id: String, typing: bool) -> Result<(), PluginError> {
+            with_plugin(|p: &mut T| p.handle_matrix_typing(&chat_id, typing)).map_err(Into::into)
+        }
+    }
+}
+
+mod backfill {
+    use super::{Connector, Export, PluginError, with_plugin};
+    use crate::wit::backfill_export as wit;
+
+    impl<T: Connector + Default + 'static> wit::Guest for Export<T> {
+        fn fetch_history(
+            chat_id: String,
+            limit: u32,
+        ) -> Result<Vec<wit::HistoryItem>, PluginError> {
+            with_plugin(|p: &mut T| p.fetch_history(&chat_id, limit)).map_err(Into::into)
+        }
+    }
+}
+
 mod login_flow {
     use super::{Export, Login, PluginError, with_plugin};
     use crate::wit::login_flow_export as wit;

@@ -57,7 +57,7 @@ pub mod time;
 pub mod timers;
 pub mod tokens;
 
-pub use connector::{Connector, MatrixEdit, MatrixMessage, MatrixReaction};
+pub use connector::{Connector, MatrixEdit, MatrixMedia, MatrixMessage, MatrixReaction};
 pub use credentials::{Credential, CredentialProvider, CredentialRequest};
 pub use error::{Error, Result};
 pub use login::{
@@ -67,7 +67,7 @@ pub use login::{
 pub use tokens::{TokenError, TokenProvider, TokenSet};
 
 /// The version of the `weft:plugin` WIT package this SDK speaks.
-pub const API_VERSION: &str = "0.1.0";
+pub const API_VERSION: &str = "0.1.1";
 
 #[doc(hidden)]
 pub use serde_json as __serde_json;
@@ -100,11 +100,11 @@ pub mod wit {
             inline: "
                 package weft:sdk-bindings;
                 world imports {
-                    include weft:plugin/host-imports@0.1.0;
-                    import weft:plugin/timers@0.1.0;
-                    import weft:plugin/session@0.1.0;
-                    import weft:plugin/matrix@0.1.0;
-                    import weft:plugin/tokens@0.1.0;
+                    include weft:plugin/host-imports@0.1.1;
+                    import weft:plugin/timers@0.1.1;
+                    import weft:plugin/session@0.1.1;
+                    import weft:plugin/matrix@0.1.1;
+                    import weft:plugin/tokens@0.1.1;
                 }
             ",
             world: "weft:sdk-bindings/imports",
@@ -122,7 +122,7 @@ pub mod wit {
                 inline: $inline,
                 world: $world,
                 with: {
-                    "weft:plugin/types@0.1.0": crate::wit::imports::weft::plugin::types,
+                    "weft:plugin/types@0.1.1": crate::wit::imports::weft::plugin::types,
                 },
                 generate_all,
                 pub_export_macro: true,
@@ -150,7 +150,7 @@ pub mod wit {
     pub mod network_api {
         export_world!(
             "weft:sdk-bindings/network-api",
-            "package weft:sdk-bindings; world network-api { export weft:plugin/network-api@0.1.0; }",
+            "package weft:sdk-bindings; world network-api { export weft:plugin/network-api@0.1.1; }",
             "export_network_api",
             "weft_sdk::wit::network_api"
         );
@@ -160,17 +160,56 @@ pub mod wit {
     pub mod login_flow {
         export_world!(
             "weft:sdk-bindings/login-flow",
-            "package weft:sdk-bindings; world login-flow { export weft:plugin/login-flow@0.1.0; }",
+            "package weft:sdk-bindings; world login-flow { export weft:plugin/login-flow@0.1.1; }",
             "export_login_flow",
             "weft_sdk::wit::login_flow"
         );
+    }
+
+    /// `media-handler`, exported by connectors (since 0.1.1).
+    pub mod media_handler {
+        export_world!(
+            "weft:sdk-bindings/media-handler",
+            "package weft:sdk-bindings; world media-handler { export weft:plugin/media-handler@0.1.1; }",
+            "export_media_handler",
+            "weft_sdk::wit::media_handler"
+        );
+    }
+
+    /// `receipt-handler`, exported by connectors (since 0.1.1).
+    pub mod receipt_handler {
+        export_world!(
+            "weft:sdk-bindings/receipt-handler",
+            "package weft:sdk-bindings; world receipt-handler { export weft:plugin/receipt-handler@0.1.1; }",
+            "export_receipt_handler",
+            "weft_sdk::wit::receipt_handler"
+        );
+    }
+
+    /// `backfill`, exported by connectors (since 0.1.1). It uses the
+    /// `matrix` import's message types.
+    pub mod backfill {
+        wit_bindgen::generate!({
+            path: "../wit/v0.1",
+            inline: "package weft:sdk-bindings; world backfill { export weft:plugin/backfill@0.1.1; }",
+            world: "weft:sdk-bindings/backfill",
+            with: {
+                "weft:plugin/types@0.1.1": crate::wit::imports::weft::plugin::types,
+                "weft:plugin/matrix@0.1.1": crate::wit::imports::weft::plugin::matrix,
+            },
+            generate_all,
+            pub_export_macro: true,
+            export_macro_name: "export_backfill",
+            default_bindings_module: "weft_sdk::wit::backfill",
+            runtime_path: "weft_sdk::__wit_bindgen::rt",
+        });
     }
 
     /// `tokens`, exported by login providers (connectors import it).
     pub mod tokens {
         export_world!(
             standalone "weft:sdk-bindings/tokens",
-            "package weft:sdk-bindings; world tokens { export weft:plugin/tokens@0.1.0; }",
+            "package weft:sdk-bindings; world tokens { export weft:plugin/tokens@0.1.1; }",
             "export_tokens",
             "weft_sdk::wit::tokens"
         );
@@ -180,18 +219,24 @@ pub mod wit {
     pub mod credentials {
         export_world!(
             "weft:sdk-bindings/credentials",
-            "package weft:sdk-bindings; world credentials { export weft:plugin/credentials@0.1.0; }",
+            "package weft:sdk-bindings; world credentials { export weft:plugin/credentials@0.1.1; }",
             "export_credentials",
             "weft_sdk::wit::credentials"
         );
     }
 
-    pub(crate) use exports::{login_flow_export, network_api_export, tokens_export};
+    pub(crate) use exports::{
+        backfill_export, login_flow_export, media_handler_export, network_api_export,
+        receipt_handler_export, tokens_export,
+    };
 
     /// Short paths to the generated export modules.
     pub(crate) mod exports {
+        pub(crate) use crate::wit::backfill::exports::weft::plugin::backfill as backfill_export;
         pub(crate) use crate::wit::login_flow::exports::weft::plugin::login_flow as login_flow_export;
+        pub(crate) use crate::wit::media_handler::exports::weft::plugin::media_handler as media_handler_export;
         pub(crate) use crate::wit::network_api::exports::weft::plugin::network_api as network_api_export;
+        pub(crate) use crate::wit::receipt_handler::exports::weft::plugin::receipt_handler as receipt_handler_export;
         pub(crate) use crate::wit::tokens::exports::weft::plugin::tokens as tokens_export;
     }
 }
@@ -210,6 +255,15 @@ macro_rules! register_connector {
             );
             $crate::wit::login_flow::export_login_flow!(
                 __WeftPlugin with_types_in $crate::wit::login_flow
+            );
+            $crate::wit::media_handler::export_media_handler!(
+                __WeftPlugin with_types_in $crate::wit::media_handler
+            );
+            $crate::wit::receipt_handler::export_receipt_handler!(
+                __WeftPlugin with_types_in $crate::wit::receipt_handler
+            );
+            $crate::wit::backfill::export_backfill!(
+                __WeftPlugin with_types_in $crate::wit::backfill
             );
         };
     };

@@ -388,6 +388,7 @@ async fn a_connector_that_shares_group_portals_invites_every_logins_owner_to_the
             "split-portals = true".into(),
             "split-portals = false".into(),
         )],
+        ..Default::default()
     })
     .await;
     let group = env

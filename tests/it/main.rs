@@ -2,16 +2,23 @@
 //! real HTTP servers on loopback (and, for the Matrix side, a real
 //! Synapse). One binary, one module per area.
 
+mod backfill;
 mod bridge;
+mod double_puppet;
 mod hibernation;
+mod homeserver_faults;
 mod hot_load;
+mod inbound;
 mod isolation;
 mod limits;
 mod logging;
 mod login_processes;
+mod media;
 mod outbound_http;
 mod providers;
 mod provisioning;
+mod receipts;
+mod relations;
 mod runtime;
 mod timers;
 mod wasi;

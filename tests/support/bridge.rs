@@ -11,6 +11,7 @@ use weft_host::host::Host;
 use weft_host::logins::LoginKey;
 
 use crate::echo::Echo;
+use crate::fault_proxy::FaultProxy;
 use crate::matrix::MatrixUser;
 use crate::synapse::{DOMAIN, Synapse, free_port};
 
@@ -35,11 +36,19 @@ pub struct BridgeEnv {
     pub synapse: Synapse,
     /// The remote network.
     pub echo: Echo,
-    /// The host (None while stopped for a restart).
+    /// The host (None while stopped for a restart, or when it runs as a
+    /// process).
     pub host: Option<Host>,
+    /// The host as a separate process, if the test asked for one.
+    process: Option<std::process::Child>,
+    /// Whether the host runs as a process (also while it is down).
+    as_process: bool,
+    /// The proxy between the host and Synapse, if the test asked for one.
+    pub fault_proxy: Option<FaultProxy>,
     config_text: String,
     dir: tempfile::TempDir,
     appservice_port: u16,
+    admin_port: u16,
 }
 
 /// How a test bridge differs from the default.
@@ -48,6 +57,20 @@ pub struct BridgeOptions {
     /// Replaces `key = value` lines of the echo connector's manifest
     /// (written beside the component), e.g. to share group portals.
     pub manifest_edits: Vec<(String, String)>,
+    /// Lines for the config's `[bridge]` section, e.g.
+    /// `backfill-messages = 5`.
+    pub bridge_settings: Vec<String>,
+    /// Lines for the echo connector's grants (`[plugin.echo]`), e.g.
+    /// `max-media-bytes = 1024`.
+    pub echo_grants: Vec<String>,
+    /// Lines for the echo connector's settings (`[plugin.echo.settings]`).
+    pub echo_settings: Vec<String>,
+    /// Sends the host's homeserver traffic through a [`FaultProxy`]
+    /// (which passes everything through until armed).
+    pub fault_proxy: bool,
+    /// Runs the host as a separate process (`weft run`), so the test can
+    /// kill it.
+    pub process: bool,
 }
 
 impl BridgeEnv {
@@ -79,6 +102,13 @@ impl BridgeEnv {
         let appservice_port = free_port();
         let homeserver_port = free_port();
         let admin_port = free_port();
+        let synapse_url = format!("http://127.0.0.1:{homeserver_port}");
+        // The proxy needs Synapse's address only when it forwards.
+        let fault_proxy = match options.fault_proxy {
+            true => Some(FaultProxy::start(&synapse_url).await),
+            false => None,
+        };
+        let homeserver_url = fault_proxy.as_ref().map_or(synapse_url, FaultProxy::url);
         let config_text = format!(
             r#"
 data-dir = "{data}"
@@ -92,7 +122,7 @@ min-timer-ms = 10
 compile-cache-dir = "{cache}"
 
 [homeserver]
-url = "http://127.0.0.1:{homeserver_port}"
+url = "{homeserver_url}"
 domain = "{DOMAIN}"
 
 [appservice]
@@ -107,13 +137,18 @@ shared-secret = "{PROVISIONING_SECRET}"
 listen = "127.0.0.1:{admin_port}"
 token = "{admin_token}"
 
+[bridge]
+{bridge_settings}
+
 [plugin.echo]
 http = ["http://127.0.0.1:*"]
 private-networks = true
+{echo_grants}
 
 [plugin.echo.settings]
 base-url = "{echo_url}"
 poll-interval-ms = 100
+{echo_settings}
 "#,
             data = dir.path().join("data").display(),
             plugins = plugins.display(),
@@ -123,24 +158,42 @@ poll-interval-ms = 100
             registration = dir.path().join("registration.yaml").display(),
             echo_url = echo.url(),
             admin_token = crate::host::ADMIN_TOKEN,
+            bridge_settings = options.bridge_settings.join("\n"),
+            echo_grants = options.echo_grants.join("\n"),
+            echo_settings = options.echo_settings.join("\n"),
         );
         let config = Config::from_toml(&config_text, dir.path()).unwrap();
-        weft_host::matrix::registration::generate(&config).unwrap();
-        let synapse = Synapse::start(homeserver_port, &dir.path().join("registration.yaml")).await;
-        let host = Host::start(config).await.expect("the host starts");
-        Self {
+        let generated = weft_host::matrix::registration::generate(&config).unwrap();
+        let mut registrations = vec![dir.path().join("registration.yaml")];
+        registrations.extend(generated.double_puppet);
+        let registrations: Vec<&std::path::Path> =
+            registrations.iter().map(PathBuf::as_path).collect();
+        let synapse = Synapse::start_with(homeserver_port, &registrations).await;
+        let mut env = Self {
             synapse,
             echo,
-            host: Some(host),
+            host: None,
+            process: None,
+            as_process: options.process,
+            fault_proxy,
             config_text,
             dir,
             appservice_port,
+            admin_port,
+        };
+        if options.process {
+            env.spawn_host().await;
+        } else {
+            env.host = Some(Host::start(config).await.expect("the host starts"));
         }
+        env
     }
 
     /// The running host.
     pub fn host(&self) -> &Host {
-        self.host.as_ref().expect("the host is running")
+        self.host
+            .as_ref()
+            .expect("the host is running in this process")
     }
 
     /// The bridge bot's user id.
@@ -167,8 +220,56 @@ poll-interval-ms = 100
 
     /// Starts the host again on the same database.
     pub async fn start_host(&mut self) {
+        if self.as_process {
+            self.spawn_host().await;
+            return;
+        }
         let config = Config::from_toml(&self.config_text, self.dir.path()).unwrap();
         self.host = Some(Host::start(config).await.expect("the host starts again"));
+    }
+
+    /// Starts the host as a process (`weft run`) and waits until its
+    /// connector is loaded.
+    async fn spawn_host(&mut self) {
+        let config = self.dir.path().join("weft.toml");
+        std::fs::write(&config, &self.config_text).unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.path().join("host.log"))
+            .unwrap();
+        let child = std::process::Command::new(crate::host_binary())
+            .arg("--config")
+            .arg(&config)
+            .arg("run")
+            .env("RUST_LOG", "info,weft_host=debug")
+            .stdin(std::process::Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("the host binary starts");
+        self.process = Some(child);
+        crate::until(
+            Duration::from_secs(60),
+            "the host process to load echo",
+            || async {
+                let (status, plugins) = self.admin(reqwest::Method::GET, "/plugins").await;
+                (status == 200 && plugins.to_string().contains("\"echo\"")).then_some(())
+            },
+        )
+        .await;
+    }
+
+    /// Kills the host process with SIGKILL: no shutdown, no flush.
+    pub fn kill_host(&mut self) {
+        let mut child = self.process.take().expect("the host runs as a process");
+        child.kill().expect("the host process can be killed");
+        child.wait().expect("the host process ends");
+    }
+
+    /// The host process's log so far.
+    pub fn host_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("host.log")).unwrap_or_default()
     }
 
     /// Registers a Matrix user.
@@ -222,17 +323,46 @@ poll-interval-ms = 100
         LoginKey::parse(done["complete"]["user_login_id"].as_str().unwrap()).unwrap()
     }
 
-    /// Calls the admin API.
-    pub async fn admin(&self, method: reqwest::Method, path: &str) -> (u16, Value) {
-        let addr = self.host().admin_addr().expect("the admin API listens");
+    /// Where plugin file `name` is in the host's plugins directory.
+    pub fn plugin_file(&self, name: &str) -> PathBuf {
+        self.dir.path().join("plugins").join(format!("{name}.wasm"))
+    }
+
+    /// Calls the admin API with a JSON body.
+    pub async fn admin_with(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let url = format!("http://127.0.0.1:{}/_weft/admin/v1{path}", self.admin_port);
         let response = reqwest::Client::new()
-            .request(method, format!("http://{addr}/_weft/admin/v1{path}"))
+            .request(method, url)
             .bearer_auth(crate::host::ADMIN_TOKEN)
+            .json(&body)
             .send()
             .await
             .unwrap();
         let status = response.status().as_u16();
         (status, response.json().await.unwrap_or(Value::Null))
+    }
+
+    /// Calls the admin API.
+    pub async fn admin(&self, method: reqwest::Method, path: &str) -> (u16, Value) {
+        let url = format!("http://127.0.0.1:{}/_weft/admin/v1{path}", self.admin_port);
+        let response = reqwest::Client::new()
+            .request(method, url)
+            .bearer_auth(crate::host::ADMIN_TOKEN)
+            .send()
+            .await;
+        match response {
+            Ok(response) => {
+                let status = response.status().as_u16();
+                (status, response.json().await.unwrap_or(Value::Null))
+            }
+            // Not listening (yet): as good as unavailable.
+            Err(_) => (503, Value::Null),
+        }
     }
 
     /// The portal room of `chat` for `login`, once it exists.
@@ -257,5 +387,14 @@ poll-interval-ms = 100
             bridge.store.portal(&key).ok().flatten().map(|p| p.room_id)
         })
         .await
+    }
+}
+
+impl Drop for BridgeEnv {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.process.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
     }
 }

@@ -32,9 +32,11 @@ impl Echo {
     }
 
     /// The operator config that grants the echo connector this service.
+    /// New logins read the whole log (there is no Matrix side to give
+    /// them history).
     pub fn grant(&self, poll_ms: u64) -> String {
         format!(
-            "http = [\"http://127.0.0.1:*\"]\nprivate-networks = true\n[plugin.echo.settings]\nbase-url = \"{}\"\npoll-interval-ms = {poll_ms}\n",
+            "http = [\"http://127.0.0.1:*\"]\nprivate-networks = true\n[plugin.echo.settings]\nbase-url = \"{}\"\npoll-interval-ms = {poll_ms}\nstart-from = \"beginning\"\n",
             self.url()
         )
     }

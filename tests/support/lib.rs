@@ -83,5 +83,23 @@ pub fn init_logging() {
 
 pub mod bridge;
 pub mod echo;
+pub mod fault_proxy;
 pub mod matrix;
 pub mod synapse;
+
+/// The `weft` binary as this crate builds it (`weft-test-host`), beside
+/// the test binary's directory.
+pub fn host_binary() -> PathBuf {
+    let exe = std::env::current_exe().expect("the test binary's path");
+    let dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("test binaries are in target/<profile>/deps");
+    let binary = dir.join("weft-test-host");
+    assert!(
+        binary.exists(),
+        "{} is missing: `cargo test` builds it with the test crate",
+        binary.display()
+    );
+    binary
+}

@@ -117,6 +117,178 @@ impl MatrixUser {
         response["event_id"].as_str().unwrap().to_owned()
     }
 
+    /// Sends an event of `event_type`; returns its event id.
+    pub async fn send_event(&self, room: &str, event_type: &str, content: Value) -> String {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/send/{event_type}/{}",
+            segment(room),
+            txn()
+        );
+        let response = self.call(reqwest::Method::PUT, &path, Some(content)).await;
+        response["event_id"].as_str().unwrap().to_owned()
+    }
+
+    /// Replies to `event` with `text`; returns the reply's event id.
+    pub async fn reply(&self, room: &str, event: &str, text: &str) -> String {
+        let content = json!({
+            "msgtype": "m.text", "body": text,
+            "m.relates_to": { "m.in_reply_to": { "event_id": event } },
+        });
+        self.send_event(room, "m.room.message", content).await
+    }
+
+    /// Edits `event` to say `text`; returns the edit's event id.
+    pub async fn edit(&self, room: &str, event: &str, text: &str) -> String {
+        let content = json!({
+            "msgtype": "m.text", "body": format!("* {text}"),
+            "m.new_content": { "msgtype": "m.text", "body": text },
+            "m.relates_to": { "rel_type": "m.replace", "event_id": event },
+        });
+        self.send_event(room, "m.room.message", content).await
+    }
+
+    /// Reacts to `event` with `key`; returns the reaction's event id.
+    pub async fn react(&self, room: &str, event: &str, key: &str) -> String {
+        let content = json!({
+            "m.relates_to": { "rel_type": "m.annotation", "event_id": event, "key": key },
+        });
+        self.send_event(room, "m.reaction", content).await
+    }
+
+    /// Redacts `event`.
+    pub async fn redact(&self, room: &str, event: &str) {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/redact/{}/{}",
+            segment(room),
+            segment(event),
+            txn()
+        );
+        self.call(reqwest::Method::PUT, &path, Some(json!({})))
+            .await;
+    }
+
+    /// Uploads a file to the media repository; returns its `mxc://` URI.
+    pub async fn upload(&self, bytes: Vec<u8>, content_type: &str, name: &str) -> String {
+        let url = format!(
+            "{}/_matrix/media/v3/upload?filename={}",
+            self.homeserver,
+            segment(name)
+        );
+        let response: Value = self
+            .http
+            .post(url)
+            .bearer_auth(&self.token)
+            .header("content-type", content_type)
+            .body(bytes)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        response["content_uri"]
+            .as_str()
+            .unwrap_or_else(|| panic!("upload failed: {response}"))
+            .to_owned()
+    }
+
+    /// Uploads and sends a file as `msgtype` (`m.image`, `m.file`, …),
+    /// with a caption if given; returns the event id.
+    pub async fn send_file(
+        &self,
+        room: &str,
+        msgtype: &str,
+        name: &str,
+        content_type: &str,
+        bytes: Vec<u8>,
+        caption: Option<&str>,
+    ) -> String {
+        let size = bytes.len();
+        let url = self.upload(bytes, content_type, name).await;
+        let content = json!({
+            "msgtype": msgtype, "body": caption.unwrap_or(name), "filename": name, "url": url,
+            "info": { "mimetype": content_type, "size": size },
+        });
+        self.send_event(room, "m.room.message", content).await
+    }
+
+    /// Downloads `mxc` with authenticated media.
+    pub async fn download(&self, mxc: &str) -> Vec<u8> {
+        let rest = mxc.strip_prefix("mxc://").expect("an mxc URI");
+        let url = format!(
+            "{}/_matrix/client/v1/media/download/{rest}",
+            self.homeserver
+        );
+        let response = self
+            .http
+            .get(url)
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        assert!(
+            response.status().is_success(),
+            "download of {mxc}: {}",
+            response.status()
+        );
+        response.bytes().await.unwrap().to_vec()
+    }
+
+    /// Every event of the room's timeline, oldest first.
+    pub async fn events(&self, room: &str) -> Vec<Value> {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=500",
+            segment(room)
+        );
+        let response = self.call(reqwest::Method::GET, &path, None).await;
+        let mut events: Vec<Value> = response["chunk"].as_array().unwrap().clone();
+        events.reverse();
+        events
+    }
+
+    /// Sends a read receipt for `event`.
+    pub async fn read_up_to(&self, room: &str, event: &str) {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/receipt/m.read/{}",
+            segment(room),
+            segment(event)
+        );
+        self.call(reqwest::Method::POST, &path, Some(json!({})))
+            .await;
+    }
+
+    /// Starts or stops typing in `room`.
+    pub async fn set_typing(&self, room: &str, typing: bool) {
+        let path = format!(
+            "/_matrix/client/v3/rooms/{}/typing/{}",
+            segment(room),
+            segment(&self.user_id)
+        );
+        let body = match typing {
+            true => json!({ "typing": true, "timeout": 30000 }),
+            false => json!({ "typing": false }),
+        };
+        self.call(reqwest::Method::PUT, &path, Some(body)).await;
+    }
+
+    /// The room as a full `/sync` shows it to this user (`rooms.join` or
+    /// `rooms.invite`): its timeline, ephemeral events and unread counts.
+    pub async fn synced_room(&self, room: &str) -> Value {
+        let sync = self
+            .call(
+                reqwest::Method::GET,
+                "/_matrix/client/v3/sync?timeout=0",
+                None,
+            )
+            .await;
+        for section in ["join", "invite"] {
+            if let Some(value) = sync["rooms"][section].get(room) {
+                return value.clone();
+            }
+        }
+        Value::Null
+    }
+
     /// The rooms the user is invited to.
     pub async fn invites(&self) -> Vec<String> {
         let sync = self

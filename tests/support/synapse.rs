@@ -1,5 +1,6 @@
 //! A real Synapse on loopback, from the project's venv (`scripts/setup.sh`
-//! installs it), one per test.
+//! installs it), one per test. It runs on SQLite, like a small
+//! deployment, and can be restarted on the same database.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -10,7 +11,7 @@ pub const DOMAIN: &str = "localhost";
 
 /// A running Synapse; stopped when dropped.
 pub struct Synapse {
-    child: Child,
+    child: Option<Child>,
     /// Its client-server API base URL.
     pub url: String,
     dir: tempfile::TempDir,
@@ -38,6 +39,11 @@ impl Synapse {
     /// Starts Synapse on `port` with the appservice `registration`, and
     /// waits until it answers.
     pub async fn start(port: u16, registration: &Path) -> Self {
+        Self::start_with(port, &[registration]).await
+    }
+
+    /// Starts Synapse on `port` with several appservice registrations.
+    pub async fn start_with(port: u16, registrations: &[&Path]) -> Self {
         let venv = venv();
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name).display().to_string();
@@ -91,7 +97,7 @@ presence:
 # two minutes.
 caches:
   sync_response_cache_duration: 0
-app_service_config_files: ["{registration}"]
+app_service_config_files: [{registrations}]
 rc_message: {limit}
 rc_registration: {limit}
 rc_login:
@@ -112,29 +118,64 @@ rc_room_creation: {limit}
             log = path("log.yaml"),
             media = path("media"),
             key = path("signing.key"),
-            registration = registration.display(),
+            registrations = registrations
+                .iter()
+                .map(|r| format!("\"{}\"", r.display()))
+                .collect::<Vec<_>>()
+                .join(", "),
         );
         std::fs::write(dir.path().join("homeserver.yaml"), config).unwrap();
-        let child = Command::new(venv.join("bin/python"))
-            .args([
-                "-m",
-                "synapse.app.homeserver",
-                "--config-path",
-                &path("homeserver.yaml"),
-            ])
-            .current_dir(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(dir.path().join("stderr.log")).unwrap())
-            .spawn()
-            .expect("Synapse starts");
-        let synapse = Self {
-            child,
+        let mut synapse = Self {
+            child: None,
             url: format!("http://127.0.0.1:{port}"),
             dir,
         };
+        synapse.spawn();
         synapse.wait_ready().await;
         synapse
+    }
+
+    fn spawn(&mut self) {
+        let child = Command::new(venv().join("bin/python"))
+            .args(["-m", "synapse.app.homeserver", "--config-path"])
+            .arg(self.dir.path().join("homeserver.yaml"))
+            .current_dir(self.dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(self.dir.path().join("stderr.log"))
+                    .unwrap(),
+            )
+            .spawn()
+            .expect("Synapse starts");
+        self.child = Some(child);
+    }
+
+    /// Stops Synapse cleanly and starts it again on the same database (its
+    /// appservice transaction ids start again at 1).
+    pub async fn restart(&mut self) {
+        self.stop();
+        self.spawn();
+        self.wait_ready().await;
+    }
+
+    fn stop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        // SIGTERM lets it stop cleanly; then make sure it is gone.
+        let _ = Command::new("kill").arg(child.id().to_string()).status();
+        for _ in 0..100 {
+            if child.try_wait().ok().flatten().is_some() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
     }
 
     async fn wait_ready(&self) {
@@ -156,17 +197,6 @@ rc_room_creation: {limit}
 
 impl Drop for Synapse {
     fn drop(&mut self) {
-        // SIGTERM lets it stop cleanly; then make sure it is gone.
-        let _ = Command::new("kill")
-            .arg(self.child.id().to_string())
-            .status();
-        for _ in 0..50 {
-            if self.child.try_wait().ok().flatten().is_some() {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        self.stop();
     }
 }

@@ -47,6 +47,14 @@ pub(crate) struct Chat {
 }
 
 #[derive(Debug, Clone, Deserialize)]
+pub(crate) struct FileRef {
+    pub(crate) id: String,
+    pub(crate) name: String,
+    pub(crate) mime_type: String,
+    pub(crate) size: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
 pub(crate) struct Message {
     pub(crate) id: String,
     pub(crate) seq: u64,
@@ -56,12 +64,59 @@ pub(crate) struct Message {
     pub(crate) html: Option<String>,
     pub(crate) reply_to: Option<String>,
     pub(crate) ts: u64,
+    #[serde(default)]
+    pub(crate) file: Option<FileRef>,
+}
+
+/// Something that happened in one of the user's chats.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct Event {
+    pub(crate) seq: u64,
+    pub(crate) chat_id: String,
+    pub(crate) actor: User,
+    pub(crate) ts: u64,
+    #[serde(flatten)]
+    pub(crate) kind: EventKind,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum EventKind {
+    /// `None` if the message was deleted since.
+    Message {
+        message: Option<Box<Message>>,
+    },
+    Edit {
+        message_id: String,
+        text: String,
+    },
+    Delete {
+        message_id: String,
+    },
+    Reaction {
+        message_id: String,
+        key: String,
+        removed: bool,
+    },
+    Typing {
+        typing: bool,
+    },
+    Read {
+        up_to: String,
+    },
 }
 
 #[derive(Debug, Deserialize)]
-pub(crate) struct MessagePage {
-    pub(crate) messages: Vec<Message>,
+pub(crate) struct EventPage {
+    pub(crate) events: Vec<Event>,
     pub(crate) has_more: bool,
+    /// The newest position in the service's log.
+    pub(crate) latest: u64,
+}
+
+#[derive(Debug, Deserialize)]
+struct History {
+    messages: Vec<Message>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -125,27 +180,86 @@ impl Client {
             .json()
     }
 
-    pub(crate) fn messages_after(&self, seq: u64) -> Result<MessagePage> {
+    /// What happened after position `seq`; `limit` 1 just to learn the
+    /// newest position.
+    pub(crate) fn events_after(&self, seq: u64, limit: usize) -> Result<EventPage> {
         self.authed(Request::get(
-            self.url(&format!("/api/messages?after={seq}&limit=100")),
+            self.url(&format!("/api/events?after={seq}&limit={limit}")),
         ))
         .send()?
         .error_for_status()?
         .json()
     }
 
-    pub(crate) fn send(
-        &self,
-        chat_id: &str,
-        text: &str,
-        html: Option<&str>,
-        reply_to: Option<&str>,
-    ) -> Result<String> {
-        let body = serde_json::json!({ "text": text, "html": html, "reply_to": reply_to });
+    /// The newest `limit` messages of a chat, oldest first.
+    pub(crate) fn history(&self, chat_id: &str, limit: u32) -> Result<Vec<Message>> {
+        let history: History = self
+            .authed(Request::get(
+                self.url(&format!("/api/chats/{chat_id}/history?limit={limit}")),
+            ))
+            .send()?
+            .error_for_status()?
+            .json()?;
+        Ok(history.messages)
+    }
+
+    /// Where the host can fetch a file, with the header that authorizes
+    /// it (the host fetches it under this plugin's HTTP grant).
+    pub(crate) fn file_source(&self, file_id: &str) -> (String, Vec<(String, String)>) {
+        let headers = self
+            .token
+            .iter()
+            .map(|t| ("authorization".to_owned(), format!("Bearer {t}")))
+            .collect();
+        (self.url(&format!("/api/files/{file_id}")), headers)
+    }
+
+    pub(crate) fn send(&self, chat_id: &str, message: &NewMessage<'_>) -> Result<String> {
         let request =
-            Request::post(self.url(&format!("/api/chats/{chat_id}/messages"))).json(&body);
+            Request::post(self.url(&format!("/api/chats/{chat_id}/messages"))).json(message);
         let sent: Sent = self.authed(request).send()?.error_for_status()?.json()?;
         Ok(sent.id)
+    }
+
+    pub(crate) fn upload(&self, name: &str, mime_type: &str, data: Vec<u8>) -> Result<String> {
+        let request = Request::post(self.url("/api/files"))
+            .header("content-type", mime_type)
+            .header("x-file-name", name)
+            .body(data);
+        let sent: Sent = self.authed(request).send()?.error_for_status()?.json()?;
+        Ok(sent.id)
+    }
+
+    pub(crate) fn react(&self, chat_id: &str, message_id: &str, key: &str) -> Result<String> {
+        let request = Request::post(self.url(&format!(
+            "/api/chats/{chat_id}/messages/{message_id}/reactions"
+        )))
+        .json(&serde_json::json!({ "key": key }));
+        let sent: Sent = self.authed(request).send()?.error_for_status()?.json()?;
+        Ok(sent.id)
+    }
+
+    pub(crate) fn unreact(&self, chat_id: &str, message_id: &str, key: &str) -> Result<()> {
+        let key = percent_encode(key);
+        let request = Request::delete(self.url(&format!(
+            "/api/chats/{chat_id}/messages/{message_id}/reactions/{key}"
+        )));
+        self.authed(request).send()?.error_for_status()?;
+        Ok(())
+    }
+
+    pub(crate) fn typing(&self, chat_id: &str, typing: bool) -> Result<()> {
+        let request = Request::post(self.url(&format!("/api/chats/{chat_id}/typing")))
+            .json(&serde_json::json!({ "typing": typing }));
+        self.authed(request).send()?.error_for_status()?;
+        Ok(())
+    }
+
+    pub(crate) fn read(&self, chat_id: &str, up_to: &str) -> Result<()> {
+        let request = Request::post(self.url(&format!("/api/chats/{chat_id}/read")))
+            .json(&serde_json::json!({ "up_to": up_to }));
+        self.authed(request).send()?.error_for_status()?;
+        Ok(())
     }
 
     pub(crate) fn edit(&self, chat_id: &str, message_id: &str, text: &str) -> Result<()> {
@@ -169,6 +283,20 @@ impl Client {
             .error_for_status()?;
         Ok(())
     }
+}
+
+/// A message to post.
+#[derive(Debug, Default, Serialize)]
+pub(crate) struct NewMessage<'a> {
+    pub(crate) text: &'a str,
+    pub(crate) html: Option<&'a str>,
+    pub(crate) reply_to: Option<&'a str>,
+    pub(crate) file_id: Option<&'a str>,
+}
+
+/// Percent-encodes a path segment (a reaction key is usually an emoji).
+fn percent_encode(segment: &str) -> String {
+    percent_encoding::utf8_percent_encode(segment, percent_encoding::NON_ALPHANUMERIC).to_string()
 }
 
 /// Whether an HTTP failure means the token is no longer accepted.

@@ -1,10 +1,13 @@
 //! The echo connector: the example weft plugin.
 //!
 //! It bridges the echo chat service (`examples/echo-service`). Each login's
-//! instance polls the service on a host timer, keeps its cursor in KV, and
-//! queues remote events; Matrix messages are posted back to the service.
-//! Everything it keeps lives in KV or in the login's metadata, so the host
-//! can replace the instance at any time without losing its place.
+//! instance polls the service's activity log on a host timer, keeps its
+//! cursor in KV, and queues remote events: messages, files (fetched by the
+//! host from the service), edits, deletions, reactions, typing and read
+//! markers. What happens on Matrix goes back the same ways, and a new
+//! portal gets the chat's recent history. Everything it keeps lives in KV
+//! or in the login's metadata, so the host can replace the instance at any
+//! time without losing its place.
 //!
 //! Copy this crate to start a connector: the manifest (`weft.toml`) says
 //! what the plugin asks for, `Cargo.toml`'s `[package.metadata.weft]` lets
@@ -15,15 +18,22 @@ mod api;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use weft_sdk::events::{self, BridgeStateKind, ChatKind, ChatMember, ChatResync, RemoteEvent};
+use weft_sdk::events::{
+    self, Attachment, BridgeStateKind, ChatKind, ChatMember, ChatResync, EventSender, HistoryItem,
+    MediaKind, MediaMessage, MediaSource, MediaUrl, RemoteEvent,
+};
 use weft_sdk::login::{DisplayKind, DisplayStep, FieldKind, InputField, LoginStep, StepInput};
 use weft_sdk::{
-    Connector, Error, Login, MatrixEdit, MatrixMessage, Result, config, kv, session, timers,
+    Connector, Error, Login, MatrixEdit, MatrixMedia, MatrixMessage, MatrixReaction, Result,
+    config, kv, session, timers,
 };
 
-use crate::api::{Client, DeviceCodeStatus, Session};
+use crate::api::{Client, DeviceCodeStatus, EventKind, NewMessage, Session};
 
 const POLL_TIMER: &str = "poll";
+/// How long a remote "typing" shows on Matrix unless cleared: the service
+/// says when someone stops.
+const TYPING_TIMEOUT_MS: u32 = 30_000;
 const CURSOR_KEY: &str = "cursor";
 const PASSWORD_STEP: &str = "echo.login.password";
 const CODE_STEP: &str = "echo.login.code";
@@ -68,36 +78,35 @@ impl Echo {
         }
     }
 
-    /// One poll: resync chats that changed, then bridge new messages.
+    /// One poll: resync chats that changed, then bridge what happened.
     fn poll(&mut self) -> Result<()> {
         let (client, session) = client()?;
         self.resync_chats(&client, &session)?;
 
-        let mut cursor: u64 = kv::get(CURSOR_KEY)?.unwrap_or(0);
+        // A new login starts from now: older messages reach Matrix as a
+        // new portal's history (`fetch_history`), not as new messages
+        // (unless the operator asks to replay everything).
+        let mut cursor: u64 = match kv::get(CURSOR_KEY)? {
+            Some(cursor) => cursor,
+            None => {
+                let start = match config::get::<String>("start-from")?.as_deref() {
+                    Some("beginning") => 0,
+                    _ => client.events_after(u64::MAX - 1, 1)?.latest,
+                };
+                kv::set(CURSOR_KEY, &start)?;
+                start
+            }
+        };
         for _ in 0..MAX_PAGES_PER_POLL {
-            let page = client.messages_after(cursor)?;
-            for message in &page.messages {
-                let is_from_me = message.sender.id == session.user_id;
-                events::queue(RemoteEvent::Message(events::Message {
-                    chat_id: message.chat_id.clone(),
-                    message_id: message.id.clone(),
-                    sender: events::sender(
-                        events::remote_user(
-                            &message.sender.id,
-                            Some(message.sender.display_name.clone()),
-                        ),
-                        is_from_me,
-                    ),
-                    timestamp_ms: message.ts,
-                    stream_order: Some(message.seq),
-                    text: message.text.clone(),
-                    html: message.html.clone(),
-                    reply_to: message.reply_to.clone(),
-                }))?;
-                cursor = cursor.max(message.seq);
+            let page = client.events_after(cursor, 100)?;
+            for event in &page.events {
+                if let Some(remote) = remote_event(&client, &session, event) {
+                    queue(remote)?;
+                }
+                cursor = cursor.max(event.seq);
             }
             // The events are stored durably by now, so moving the cursor
-            // cannot lose a message even if the host dies right here.
+            // cannot lose one even if the host dies right here.
             kv::set(CURSOR_KEY, &cursor)?;
             if !page.has_more {
                 break;
@@ -152,6 +161,150 @@ impl Echo {
             login.display_name,
             &session,
         )
+    }
+}
+
+/// Queues a remote event: a file goes through `queue-media`. A file the
+/// host refuses (beyond the operator's size limit) is announced as text,
+/// so the chat shows something was sent and the poll goes on.
+fn queue(event: Remote) -> Result<()> {
+    match event {
+        Remote::Event(event) => events::queue(event)?,
+        Remote::Media(media) => match events::queue_media(media.clone()) {
+            Err(events::EventError::Invalid(reason)) => {
+                weft_sdk::warn!("file {} not bridged: {reason}", media.attachment.file_name);
+                events::queue(RemoteEvent::Message(events::Message {
+                    chat_id: media.chat_id,
+                    message_id: media.message_id,
+                    sender: media.sender,
+                    timestamp_ms: media.timestamp_ms,
+                    stream_order: media.stream_order,
+                    text: format!("📎 {} (not bridged: {reason})", media.attachment.file_name),
+                    html: None,
+                    reply_to: media.reply_to,
+                }))?;
+            }
+            other => other?,
+        },
+    }
+    Ok(())
+}
+
+/// What one entry of the service's activity log becomes.
+enum Remote {
+    Event(RemoteEvent),
+    Media(MediaMessage),
+}
+
+fn sender_of(session: &Session, user: &api::User) -> EventSender {
+    events::sender(
+        events::remote_user(&user.id, Some(user.display_name.clone())),
+        user.id == session.user_id,
+    )
+}
+
+/// The remote event for an entry of the activity log; `None` for a
+/// message deleted since.
+fn remote_event(client: &Client, session: &Session, event: &api::Event) -> Option<Remote> {
+    let sender = sender_of(session, &event.actor);
+    let chat_id = event.chat_id.clone();
+    let remote = match &event.kind {
+        EventKind::Message { message } => {
+            return message
+                .as_ref()
+                .map(|m| match message_or_file(client, session, m) {
+                    HistoryItem::Message(message) => Remote::Event(RemoteEvent::Message(message)),
+                    HistoryItem::Media(media) => Remote::Media(media),
+                });
+        }
+        EventKind::Edit { message_id, text } => RemoteEvent::Edit(events::Edit {
+            chat_id,
+            message_id: message_id.clone(),
+            sender,
+            timestamp_ms: event.ts,
+            text: text.clone(),
+            html: None,
+        }),
+        EventKind::Delete { message_id } => RemoteEvent::Delete(events::Delete {
+            chat_id,
+            message_id: message_id.clone(),
+            sender,
+            timestamp_ms: event.ts,
+        }),
+        EventKind::Reaction {
+            message_id,
+            key,
+            removed,
+        } => RemoteEvent::Reaction(events::Reaction {
+            chat_id,
+            message_id: message_id.clone(),
+            sender,
+            key: key.clone(),
+            timestamp_ms: event.ts,
+            removed: *removed,
+        }),
+        EventKind::Typing { typing } => RemoteEvent::Typing(events::Typing {
+            chat_id,
+            sender,
+            timeout_ms: if *typing { TYPING_TIMEOUT_MS } else { 0 },
+        }),
+        EventKind::Read { up_to } => RemoteEvent::ReadReceipt(events::ReadReceipt {
+            chat_id,
+            sender,
+            up_to: up_to.clone(),
+            timestamp_ms: event.ts,
+        }),
+    };
+    Some(Remote::Event(remote))
+}
+
+/// A message, or a message with a file (which the host fetches from the
+/// service with this login's token).
+fn message_or_file(client: &Client, session: &Session, message: &api::Message) -> HistoryItem {
+    let sender = sender_of(session, &message.sender);
+    let caption = (!message.text.is_empty()).then(|| message.text.clone());
+    match &message.file {
+        Some(file) => {
+            let (url, headers) = client.file_source(&file.id);
+            HistoryItem::Media(MediaMessage {
+                chat_id: message.chat_id.clone(),
+                message_id: message.id.clone(),
+                sender,
+                timestamp_ms: message.ts,
+                stream_order: Some(message.seq),
+                caption,
+                reply_to: message.reply_to.clone(),
+                attachment: Attachment {
+                    file_name: file.name.clone(),
+                    mime_type: file.mime_type.clone(),
+                    kind: media_kind(&file.mime_type),
+                    size: Some(file.size),
+                    width: None,
+                    height: None,
+                    duration_ms: None,
+                    source: MediaSource::Url(MediaUrl { url, headers }),
+                },
+            })
+        }
+        None => HistoryItem::Message(events::Message {
+            chat_id: message.chat_id.clone(),
+            message_id: message.id.clone(),
+            sender,
+            timestamp_ms: message.ts,
+            stream_order: Some(message.seq),
+            text: message.text.clone(),
+            html: message.html.clone(),
+            reply_to: message.reply_to.clone(),
+        }),
+    }
+}
+
+fn media_kind(mime_type: &str) -> MediaKind {
+    match mime_type.split('/').next() {
+        Some("image") => MediaKind::Image,
+        Some("video") => MediaKind::Video,
+        Some("audio") => MediaKind::Audio,
+        _ => MediaKind::File,
     }
 }
 
@@ -215,12 +368,60 @@ impl Connector for Echo {
 
     fn handle_matrix_message(&mut self, message: MatrixMessage) -> Result<String> {
         let (client, _) = client()?;
-        client.send(
-            &message.chat_id,
-            &message.text,
-            message.html.as_deref(),
-            message.reply_to.as_deref(),
-        )
+        let post = NewMessage {
+            text: &message.text,
+            html: message.html.as_deref(),
+            reply_to: message.reply_to.as_deref(),
+            file_id: None,
+        };
+        client.send(&message.chat_id, &post)
+    }
+
+    fn handle_matrix_media(&mut self, media: MatrixMedia) -> Result<String> {
+        let (client, _) = client()?;
+        let file_id = client.upload(&media.file_name, &media.mime_type, media.data)?;
+        let post = NewMessage {
+            text: media.caption.as_deref().unwrap_or_default(),
+            html: None,
+            reply_to: media.reply_to.as_deref(),
+            file_id: Some(&file_id),
+        };
+        client.send(&media.chat_id, &post)
+    }
+
+    fn handle_matrix_reaction(&mut self, reaction: MatrixReaction) -> Result<String> {
+        let (client, _) = client()?;
+        client.react(&reaction.chat_id, &reaction.message_id, &reaction.key)
+    }
+
+    fn handle_matrix_reaction_removal(
+        &mut self,
+        chat_id: &str,
+        message_id: &str,
+        reaction_id: &str,
+    ) -> Result<()> {
+        let (client, _) = client()?;
+        // The service's reaction id is its key.
+        client.unreact(chat_id, message_id, reaction_id)
+    }
+
+    fn handle_matrix_read_receipt(&mut self, chat_id: &str, up_to: &str) -> Result<()> {
+        let (client, _) = client()?;
+        client.read(chat_id, up_to)
+    }
+
+    fn handle_matrix_typing(&mut self, chat_id: &str, typing: bool) -> Result<()> {
+        let (client, _) = client()?;
+        client.typing(chat_id, typing)
+    }
+
+    fn fetch_history(&mut self, chat_id: &str, limit: u32) -> Result<Vec<HistoryItem>> {
+        let (client, session) = client()?;
+        Ok(client
+            .history(chat_id, limit)?
+            .iter()
+            .map(|message| message_or_file(&client, &session, message))
+            .collect())
     }
 
     fn handle_matrix_edit(&mut self, edit: MatrixEdit) -> Result<()> {

@@ -38,8 +38,8 @@ use backon::BackoffBuilder;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::connector::{MatrixEdit, MatrixMessage, MatrixReaction, PluginError};
-use crate::events::{StateKind, StateReport};
+use crate::connector::{MatrixEdit, MatrixMedia, MatrixMessage, MatrixReaction, PluginError};
+use crate::events::{RemoteEvent, StateKind, StateReport};
 use crate::instance::{CallError, Instance, Permits, plugin_error};
 use crate::login::{LoginKey, now_ms};
 use crate::metrics::Metrics;
@@ -113,6 +113,22 @@ type Reply<T> = oneshot::Sender<Result<T, WorkError>>;
 /// Matrix-side work for the connector.
 enum Work {
     Message(MatrixMessage, Option<SentHook>, Reply<String>),
+    Media(MatrixMedia, Option<SentHook>, Reply<String>),
+    ReadReceipt {
+        chat: String,
+        up_to: String,
+        reply: Reply<()>,
+    },
+    Typing {
+        chat: String,
+        typing: bool,
+        reply: Reply<()>,
+    },
+    History {
+        chat: String,
+        limit: u32,
+        reply: Reply<Vec<RemoteEvent>>,
+    },
     Edit(MatrixEdit, Reply<()>),
     Reaction(MatrixReaction, Reply<String>),
     ReactionRemoval {
@@ -131,10 +147,15 @@ enum Work {
 impl Work {
     fn refuse(self, error: WorkError) {
         match self {
-            Self::Message(_, _, reply) | Self::Reaction(_, reply) => drop(reply.send(Err(error))),
+            Self::Message(_, _, reply) | Self::Media(_, _, reply) | Self::Reaction(_, reply) => {
+                drop(reply.send(Err(error)))
+            }
             Self::Edit(_, reply)
             | Self::ReactionRemoval { reply, .. }
-            | Self::Redaction { reply, .. } => drop(reply.send(Err(error))),
+            | Self::Redaction { reply, .. }
+            | Self::ReadReceipt { reply, .. }
+            | Self::Typing { reply, .. } => drop(reply.send(Err(error))),
+            Self::History { reply, .. } => drop(reply.send(Err(error))),
         }
     }
 }
@@ -361,6 +382,43 @@ impl LoginHandle {
         hook: Option<SentHook>,
     ) -> Result<String, WorkError> {
         self.ask(|reply| Work::Message(message, hook, reply)).await
+    }
+
+    /// Sends a file, runs `hook` with its remote id before the actor does
+    /// anything else, and waits for the id. A connector without the
+    /// `media-handler` export answers `unsupported`.
+    pub async fn matrix_media_then(
+        &self,
+        media: MatrixMedia,
+        hook: Option<SentHook>,
+    ) -> Result<String, WorkError> {
+        self.ask(|reply| Work::Media(media, hook, reply)).await
+    }
+
+    /// Tells the connector its owner read the chat up to `up_to`.
+    pub async fn matrix_read_receipt(&self, chat: String, up_to: String) -> Result<(), WorkError> {
+        self.ask(|reply| Work::ReadReceipt { chat, up_to, reply })
+            .await
+    }
+
+    /// Tells the connector its owner started or stopped typing.
+    pub async fn matrix_typing(&self, chat: String, typing: bool) -> Result<(), WorkError> {
+        self.ask(|reply| Work::Typing {
+            chat,
+            typing,
+            reply,
+        })
+        .await
+    }
+
+    /// Asks the connector for the newest `limit` messages of a chat,
+    /// oldest first (only messages and media).
+    pub async fn fetch_history(
+        &self,
+        chat: String,
+        limit: u32,
+    ) -> Result<Vec<RemoteEvent>, WorkError> {
+        self.ask(|reply| Work::History { chat, limit, reply }).await
     }
 
     /// Sends an edit.
@@ -922,6 +980,40 @@ impl Actor {
                 self.after_call(status).await;
                 let _ = reply.send(result);
             }
+            Work::Media(media, hook, reply) => {
+                let outcome = instance.handle_matrix_media(&media.into()).await;
+                if let (Ok(Ok(remote_id)), Some(hook)) = (&outcome, hook) {
+                    hook(remote_id);
+                }
+                let (status, result) = split(unsupported_if_missing(outcome));
+                self.after_call(status).await;
+                let _ = reply.send(result);
+            }
+            Work::ReadReceipt { chat, up_to, reply } => {
+                let outcome = instance.handle_matrix_read_receipt(&chat, &up_to).await;
+                let (status, result) = split(unsupported_if_missing(outcome));
+                self.after_call(status).await;
+                let _ = reply.send(result);
+            }
+            Work::Typing {
+                chat,
+                typing,
+                reply,
+            } => {
+                let outcome = instance.handle_matrix_typing(&chat, typing).await;
+                let (status, result) = split(unsupported_if_missing(outcome));
+                self.after_call(status).await;
+                let _ = reply.send(result);
+            }
+            Work::History { chat, limit, reply } => {
+                let outcome = instance
+                    .fetch_history(&chat, limit)
+                    .await
+                    .map(|r| r.map(|items| items.into_iter().map(Into::into).collect()));
+                let (status, result) = split(unsupported_if_missing(outcome));
+                self.after_call(status).await;
+                let _ = reply.send(result);
+            }
             Work::Edit(edit, reply) => answer!(instance.handle_matrix_edit(&edit.into()), reply),
             Work::Reaction(reaction, reply) => {
                 answer!(instance.handle_matrix_reaction(&reaction.into()), reply)
@@ -1034,6 +1126,21 @@ impl Actor {
             let _ = instance.stop().await;
         }
         self.persist_timers();
+    }
+}
+
+/// A connector built against 0.1.0 lacks the exports 0.1.1 added: that is
+/// an ordinary "unsupported", not a failure of the instance.
+fn unsupported_if_missing<T>(
+    outcome: Result<Result<T, crate::bindings::imports::types::PluginError>, CallError>,
+) -> Result<Result<T, crate::bindings::imports::types::PluginError>, CallError> {
+    match outcome {
+        Err(CallError::WrongRole { function, .. }) => Ok(Err(
+            crate::bindings::imports::types::PluginError::Unsupported(format!(
+                "this connector has no `{function}` (built against an older weft:plugin)"
+            )),
+        )),
+        other => other,
     }
 }
 

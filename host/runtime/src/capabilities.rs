@@ -28,6 +28,8 @@ pub struct Capabilities {
     pub max_response_bytes: u64,
     /// Plugins it uses through the host, by interface.
     pub uses: BTreeMap<String, String>,
+    /// The largest file it may bridge either way, in bytes.
+    pub max_media_bytes: u64,
     /// For a connector: the localpart prefix of its remote users' Matrix
     /// accounts, as the operator granted it (or the manifest asked).
     pub ghost_prefix: Option<String>,
@@ -201,6 +203,7 @@ pub fn resolve(
         call_deadline: Duration::from_millis(call_deadline_ms),
         max_response_bytes: grants.max_response_bytes.unwrap_or(http.max_response_bytes),
         uses,
+        max_media_bytes: grants.max_media_bytes.unwrap_or(runtime.max_media_mb << 20),
         ghost_prefix,
     })
 }

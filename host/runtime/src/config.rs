@@ -69,6 +69,9 @@ pub struct RuntimeConfig {
     pub mailbox: usize,
     /// The most a plugin's KV namespace (one login) may hold, in MiB.
     pub kv_quota_mb: u64,
+    /// The largest file a plugin may bridge either way unless granted
+    /// otherwise, in MiB.
+    pub max_media_mb: u64,
     /// How instances are allocated.
     pub allocator: Allocator,
     /// The most instances alive at once (logins, providers, login
@@ -102,6 +105,7 @@ impl Default for RuntimeConfig {
             compile_cache_dir: None,
             mailbox: 256,
             kv_quota_mb: 64,
+            max_media_mb: 16,
             allocator: Allocator::Pooling,
             max_instances: 12_000,
             hibernate: true,
@@ -177,6 +181,8 @@ pub struct PluginGrants {
     pub call_deadline_ms: Option<u64>,
     /// The largest response body it may receive.
     pub max_response_bytes: Option<u64>,
+    /// The largest file it may bridge either way, in bytes.
+    pub max_media_bytes: Option<u64>,
     /// Which plugins it may use through the host, by interface, e.g.
     /// `tokens = "msal"`; overrides the manifest's choice.
     #[serde(default)]

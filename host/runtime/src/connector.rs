@@ -45,6 +45,41 @@ pub struct MatrixReaction {
     pub key: String,
 }
 
+/// A file sent on Matrix in one of the login's portals.
+#[derive(Clone, PartialEq, Eq)]
+pub struct MatrixMedia {
+    /// The remote chat id of the portal.
+    pub chat_id: String,
+    /// The Matrix event id.
+    pub event_id: String,
+    /// The Matrix user who sent it.
+    pub sender: String,
+    /// The file's name.
+    pub file_name: String,
+    /// Its MIME type.
+    pub mime_type: String,
+    /// The file.
+    pub data: Vec<u8>,
+    /// A caption.
+    pub caption: Option<String>,
+    /// The remote id of the message it replies to.
+    pub reply_to: Option<String>,
+    /// When it was sent, in Unix milliseconds.
+    pub timestamp_ms: u64,
+}
+
+impl std::fmt::Debug for MatrixMedia {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MatrixMedia")
+            .field("chat_id", &self.chat_id)
+            .field("event_id", &self.event_id)
+            .field("file_name", &self.file_name)
+            .field("mime_type", &self.mime_type)
+            .field("bytes", &self.data.len())
+            .finish()
+    }
+}
+
 /// A plugin's expected failure, as the WIT `plugin-error` reports it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PluginError {

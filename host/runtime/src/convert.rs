@@ -2,11 +2,12 @@
 //! one place: the host never sees a generated type.
 
 use crate::bindings::imports::matrix as wit;
-use crate::bindings::{login_flow as wit_flow, network_api};
-use crate::connector::{MatrixEdit, MatrixMessage, MatrixReaction};
+use crate::bindings::{backfill, login_flow as wit_flow, media_handler, network_api};
+use crate::connector::{MatrixEdit, MatrixMedia, MatrixMessage, MatrixReaction};
 use crate::events::{
-    ChatKind, ChatMember, ChatResync, Delete, Edit, EventSender, Message, Reaction, ReadReceipt,
-    RemoteEvent, RemoteUser, StateKind, StateReport, Typing,
+    Attachment, ChatKind, ChatMember, ChatResync, Delete, Edit, EventSender, MediaKind,
+    MediaMessage, MediaSource, Message, Reaction, ReadReceipt, RemoteEvent, RemoteUser, StateKind,
+    StateReport, Typing,
 };
 use crate::login_flow::{
     CompleteStep, CookieField, CookieSource, CookieSourceKind, CookiesStep, DisplayKind,
@@ -40,6 +41,80 @@ impl From<wit::BridgeStateKind> for StateKind {
     }
 }
 
+fn message(m: wit::Message) -> Message {
+    Message {
+        chat_id: m.chat_id,
+        message_id: m.message_id,
+        sender: sender(m.sender),
+        timestamp_ms: m.timestamp_ms,
+        stream_order: m.stream_order,
+        text: m.text,
+        html: m.html,
+        reply_to: m.reply_to,
+    }
+}
+
+impl From<wit::MediaMessage> for MediaMessage {
+    fn from(m: wit::MediaMessage) -> Self {
+        let a = m.attachment;
+        Self {
+            chat_id: m.chat_id,
+            message_id: m.message_id,
+            sender: sender(m.sender),
+            timestamp_ms: m.timestamp_ms,
+            stream_order: m.stream_order,
+            caption: m.caption,
+            reply_to: m.reply_to,
+            attachment: Attachment {
+                file_name: a.file_name,
+                mime_type: a.mime_type,
+                kind: match a.kind {
+                    wit::MediaKind::Image => MediaKind::Image,
+                    wit::MediaKind::Video => MediaKind::Video,
+                    wit::MediaKind::Audio => MediaKind::Audio,
+                    wit::MediaKind::File => MediaKind::File,
+                },
+                size: a.size,
+                width: a.width,
+                height: a.height,
+                duration_ms: a.duration_ms,
+                source: match a.source {
+                    wit::MediaSource::Bytes(bytes) => MediaSource::Bytes(bytes),
+                    wit::MediaSource::Url(u) => MediaSource::Url {
+                        url: u.url,
+                        headers: u.headers,
+                    },
+                },
+            },
+        }
+    }
+}
+
+impl From<backfill::HistoryItem> for RemoteEvent {
+    fn from(item: backfill::HistoryItem) -> Self {
+        match item {
+            backfill::HistoryItem::Message(m) => Self::Message(message(m)),
+            backfill::HistoryItem::Media(m) => Self::Media(m.into()),
+        }
+    }
+}
+
+impl From<MatrixMedia> for media_handler::MatrixMedia {
+    fn from(m: MatrixMedia) -> Self {
+        Self {
+            chat_id: m.chat_id,
+            event_id: m.event_id,
+            sender: m.sender,
+            file_name: m.file_name,
+            mime_type: m.mime_type,
+            data: m.data,
+            caption: m.caption,
+            reply_to: m.reply_to,
+            timestamp_ms: m.timestamp_ms,
+        }
+    }
+}
+
 impl From<wit::RemoteEvent> for RemoteEvent {
     fn from(event: wit::RemoteEvent) -> Self {
         match event {
@@ -61,16 +136,7 @@ impl From<wit::RemoteEvent> for RemoteEvent {
                     .collect(),
                 create_portal: c.create_portal,
             }),
-            wit::RemoteEvent::Message(m) => Self::Message(Message {
-                chat_id: m.chat_id,
-                message_id: m.message_id,
-                sender: sender(m.sender),
-                timestamp_ms: m.timestamp_ms,
-                stream_order: m.stream_order,
-                text: m.text,
-                html: m.html,
-                reply_to: m.reply_to,
-            }),
+            wit::RemoteEvent::Message(m) => Self::Message(message(m)),
             wit::RemoteEvent::Edit(e) => Self::Edit(Edit {
                 chat_id: e.chat_id,
                 message_id: e.message_id,

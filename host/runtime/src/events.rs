@@ -162,6 +162,111 @@ pub struct ReadReceipt {
     pub timestamp_ms: u64,
 }
 
+/// What kind of media a file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MediaKind {
+    /// A picture.
+    Image,
+    /// A video.
+    Video,
+    /// A sound recording.
+    Audio,
+    /// Any other file.
+    File,
+}
+
+/// Where a file's bytes are.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MediaSource {
+    /// The bytes (stored as base64).
+    Bytes(#[serde(with = "base64_bytes")] Vec<u8>),
+    /// A URL to fetch under the plugin's HTTP grant, with headers.
+    Url {
+        /// The URL.
+        url: String,
+        /// Request headers (may hold a credential: never logged).
+        headers: Vec<(String, String)>,
+    },
+}
+
+impl std::fmt::Debug for MediaSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Bytes(bytes) => write!(f, "Bytes(<{} bytes>)", bytes.len()),
+            Self::Url { .. } => f.write_str("Url(<redacted>)"),
+        }
+    }
+}
+
+/// A file attached to a message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Attachment {
+    /// The file's name.
+    pub file_name: String,
+    /// Its MIME type.
+    pub mime_type: String,
+    /// What kind of media it is.
+    pub kind: MediaKind,
+    /// Its size in bytes, if known.
+    #[serde(default)]
+    pub size: Option<u64>,
+    /// Width in pixels.
+    #[serde(default)]
+    pub width: Option<u32>,
+    /// Height in pixels.
+    #[serde(default)]
+    pub height: Option<u32>,
+    /// Length in milliseconds.
+    #[serde(default)]
+    pub duration_ms: Option<u32>,
+    /// Where the bytes are.
+    pub source: MediaSource,
+}
+
+/// A message with a file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MediaMessage {
+    /// The remote chat id.
+    pub chat_id: String,
+    /// The remote message id.
+    pub message_id: String,
+    /// The sender.
+    pub sender: EventSender,
+    /// When it was sent, in Unix milliseconds.
+    pub timestamp_ms: u64,
+    /// Orders the chat's messages.
+    #[serde(default)]
+    pub stream_order: Option<u64>,
+    /// A caption.
+    #[serde(default)]
+    pub caption: Option<String>,
+    /// The remote id of the message this one replies to.
+    #[serde(default)]
+    pub reply_to: Option<String>,
+    /// The file.
+    pub attachment: Attachment,
+}
+
+/// Stores bytes as base64 text, not as a JSON array of numbers.
+mod base64_bytes {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::STANDARD;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(bytes: &[u8], serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&STANDARD.encode(bytes))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<u8>, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        STANDARD.decode(text).map_err(serde::de::Error::custom)
+    }
+}
+
 /// The state of a login's connection, as a plugin reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -209,6 +314,8 @@ pub enum RemoteEvent {
     ChatResync(ChatResync),
     /// A new message.
     Message(Message),
+    /// A new message with a file.
+    Media(MediaMessage),
     /// A message was edited.
     Edit(Edit),
     /// A message was deleted.
@@ -229,6 +336,7 @@ impl RemoteEvent {
         match self {
             Self::ChatResync(e) => Some(&e.chat_id),
             Self::Message(e) => Some(&e.chat_id),
+            Self::Media(e) => Some(&e.chat_id),
             Self::Edit(e) => Some(&e.chat_id),
             Self::Delete(e) => Some(&e.chat_id),
             Self::Reaction(e) => Some(&e.chat_id),
@@ -243,6 +351,7 @@ impl RemoteEvent {
         match self {
             Self::ChatResync(_) => "chat-resync",
             Self::Message(_) => "message",
+            Self::Media(_) => "media",
             Self::Edit(_) => "edit",
             Self::Delete(_) => "delete",
             Self::Reaction(_) => "reaction",

@@ -5,7 +5,7 @@
 //! the interface's WIT error; only a host bug traps.
 
 mod config;
-mod http;
+pub(crate) mod http;
 mod kv;
 mod log;
 mod matrix;

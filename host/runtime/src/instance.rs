@@ -14,7 +14,10 @@ use std::time::{Duration, Instant};
 
 use wasmtime::{Store, UpdateDeadline};
 
-use crate::bindings::{credentials, imports::types, login_flow, network_api, token_exports};
+use crate::bindings::{
+    backfill, credentials, imports::types, login_flow, media_handler, network_api, receipt_handler,
+    token_exports,
+};
 use crate::connector::PluginError;
 use crate::plugin::LoadedPlugin;
 use crate::state::{InstanceContext, MemoryCapExceeded, PluginState};
@@ -85,6 +88,9 @@ struct Guests {
     login_flow: Option<login_flow::Guest>,
     tokens: Option<token_exports::Guest>,
     credentials: Option<credentials::Guest>,
+    media_handler: Option<media_handler::Guest>,
+    receipt_handler: Option<receipt_handler::Guest>,
+    backfill: Option<backfill::Guest>,
 }
 
 /// A live instance.
@@ -320,6 +326,18 @@ impl Instance {
         /// `network-api.logout`
         logout() -> Result<(), types::PluginError>, network_api, call_logout);
     guest_call!(
+        /// `media-handler.handle-matrix-media` (0.1.1)
+        handle_matrix_media(media: &media_handler::MatrixMedia) -> Result<String, types::PluginError>, media_handler, call_handle_matrix_media);
+    guest_call!(
+        /// `receipt-handler.handle-matrix-read-receipt` (0.1.1)
+        handle_matrix_read_receipt(chat_id: &str, up_to: &str) -> Result<(), types::PluginError>, receipt_handler, call_handle_matrix_read_receipt);
+    guest_call!(
+        /// `receipt-handler.handle-matrix-typing` (0.1.1)
+        handle_matrix_typing(chat_id: &str, typing: bool) -> Result<(), types::PluginError>, receipt_handler, call_handle_matrix_typing);
+    guest_call!(
+        /// `backfill.fetch-history` (0.1.1)
+        fetch_history(chat_id: &str, limit: u32) -> Result<Vec<backfill::HistoryItem>, types::PluginError>, backfill, call_fetch_history);
+    guest_call!(
         /// `login-flow.start`, of a connector or a login provider
         login_start(flow_id: &str, relogin: Option<&str>) -> Result<login_flow::LoginStep, types::PluginError>, login_flow, call_start);
     guest_call!(
@@ -357,6 +375,9 @@ pub(crate) struct Linked {
     login_flow: Option<login_flow::GuestIndices>,
     tokens: Option<token_exports::GuestIndices>,
     credentials: Option<credentials::GuestIndices>,
+    media_handler: Option<media_handler::GuestIndices>,
+    receipt_handler: Option<receipt_handler::GuestIndices>,
+    backfill: Option<backfill::GuestIndices>,
 }
 
 impl Linked {
@@ -368,6 +389,9 @@ impl Linked {
             login_flow: login_flow::GuestIndices::new(&pre).ok(),
             tokens: token_exports::GuestIndices::new(&pre).ok(),
             credentials: credentials::GuestIndices::new(&pre).ok(),
+            media_handler: media_handler::GuestIndices::new(&pre).ok(),
+            receipt_handler: receipt_handler::GuestIndices::new(&pre).ok(),
+            backfill: backfill::GuestIndices::new(&pre).ok(),
             pre,
         }
     }
@@ -380,6 +404,9 @@ impl Linked {
             "login-flow" => self.login_flow.is_some(),
             "tokens" => self.tokens.is_some(),
             "credentials" => self.credentials.is_some(),
+            "media-handler" => self.media_handler.is_some(),
+            "receipt-handler" => self.receipt_handler.is_some(),
+            "backfill" => self.backfill.is_some(),
             _ => false,
         }
     }
@@ -407,6 +434,21 @@ impl Linked {
                 .transpose()?,
             credentials: self
                 .credentials
+                .as_ref()
+                .map(|i| i.load(&mut *store, instance))
+                .transpose()?,
+            media_handler: self
+                .media_handler
+                .as_ref()
+                .map(|i| i.load(&mut *store, instance))
+                .transpose()?,
+            receipt_handler: self
+                .receipt_handler
+                .as_ref()
+                .map(|i| i.load(&mut *store, instance))
+                .transpose()?,
+            backfill: self
+                .backfill
                 .as_ref()
                 .map(|i| i.load(&mut *store, instance))
                 .transpose()?,

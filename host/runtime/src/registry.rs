@@ -764,6 +764,48 @@ impl Registry {
             .collect())
     }
 
+    /// Fetches a file that plugin `plugin` queued by URL, under the
+    /// plugin's HTTP grant (the same rules as its `http` import), reading
+    /// at most its media limit, within `timeout`. Returns the response's
+    /// content type and the bytes.
+    pub async fn fetch_media(
+        &self,
+        plugin: &str,
+        url: &str,
+        headers: &[(String, String)],
+        timeout: std::time::Duration,
+    ) -> Result<(Option<String>, Vec<u8>), String> {
+        let plugin = self
+            .plugin(plugin)
+            .ok_or_else(|| format!("plugin {plugin} is not loaded"))?;
+        let request = crate::bindings::imports::http::Request {
+            method: crate::bindings::imports::http::Method::Get,
+            url: url.to_owned(),
+            headers: headers.to_vec(),
+            body: None,
+            timeout_ms: u32::try_from(timeout.as_millis()).ok(),
+        };
+        // The deadline the import would use, with the reserve it keeps
+        // for the plugin added back: the host handles the timeout itself.
+        let reserve =
+            (plugin.capabilities.call_deadline / 10).min(std::time::Duration::from_secs(1));
+        let deadline = std::time::Instant::now() + timeout + reserve;
+        let cap = plugin.capabilities.max_media_bytes;
+        let response =
+            crate::imports::http::send(&self.runtime, &plugin, request, deadline, cap, None)
+                .await
+                .map_err(|e| format!("{e:?}"))?;
+        if !(200..300).contains(&response.status) {
+            return Err(format!("the file's server answered {}", response.status));
+        }
+        let content_type = response
+            .headers
+            .iter()
+            .find(|(name, _)| name.eq_ignore_ascii_case("content-type"))
+            .map(|(_, value)| value.clone());
+        Ok((content_type, response.body))
+    }
+
     /// Compiles `bytes` without loading them (for `weft bench`).
     pub async fn compile_only(&self, bytes: Vec<u8>) -> anyhow::Result<()> {
         self.runtime.engine.compile(bytes).await.map(drop)

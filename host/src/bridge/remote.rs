@@ -9,13 +9,13 @@ use ruma::api::client::redact::redact_event;
 use ruma::api::client::room::create_room;
 use ruma::api::client::state::send_state_event;
 use ruma::api::client::typing::create_typing_event;
-use ruma::events::MessageLikeEventContent;
 use ruma::events::reaction::ReactionEventContent;
 use ruma::events::receipt::ReceiptThread;
 use ruma::events::relation::{Annotation, InReplyTo, Reply};
 use ruma::events::room::message::{Relation, ReplacementMetadata, RoomMessageEventContent};
 use ruma::events::room::name::RoomNameEventContent;
 use ruma::events::room::topic::RoomTopicEventContent;
+use ruma::events::{MessageLikeEventContent, MessageLikeEventType};
 use ruma::serde::Raw;
 use ruma::{
     EventId, MilliSecondsSinceUnixEpoch, OwnedEventId, OwnedRoomId, OwnedTransactionId,
@@ -23,11 +23,12 @@ use ruma::{
 };
 use sha2::{Digest, Sha256};
 
+use super::double_puppet::{self, Author};
 use super::store::{MessageKind, MessageRecord, PortalKey, PortalRecord};
-use super::{Bridge, BridgeError, LoginContext};
+use super::{Bridge, BridgeError, LoginContext, html, media};
 use weft_runtime::events::{
-    ChatKind, ChatMember, ChatResync, Delete, Edit, EventSender, Message, Reaction, ReadReceipt,
-    RemoteEvent, Typing,
+    ChatKind, ChatMember, ChatResync, Delete, Edit, EventSender, MediaMessage, MediaSource,
+    Message, Reaction, ReadReceipt, RemoteEvent, Typing,
 };
 
 use crate::matrix::HsError;
@@ -48,7 +49,7 @@ fn protocol(error: impl std::fmt::Display) -> BridgeError {
     BridgeError::Homeserver(HsError::Protocol(error.to_string()))
 }
 
-fn parse_room(portal: &PortalRecord) -> Result<OwnedRoomId, BridgeError> {
+pub(super) fn parse_room(portal: &PortalRecord) -> Result<OwnedRoomId, BridgeError> {
     RoomId::parse(&portal.room_id).map_err(protocol)
 }
 
@@ -67,6 +68,7 @@ impl Bridge {
         match event {
             RemoteEvent::ChatResync(chat) => self.resync_chat(ctx, chat).await.map(drop),
             RemoteEvent::Message(message) => self.bridge_message(ctx, message).await,
+            RemoteEvent::Media(media) => self.bridge_media(ctx, media).await,
             RemoteEvent::Edit(edit) => self.bridge_edit(ctx, edit).await,
             RemoteEvent::Delete(delete) => self.bridge_delete(ctx, delete).await,
             RemoteEvent::Reaction(reaction) => self.bridge_reaction(ctx, reaction).await,
@@ -168,14 +170,14 @@ impl Bridge {
                     self.ensure_joined(&room, ghost, &mut joined).await?;
                 }
                 portal.ghosts = joined;
+                self.store.put_portal(&portal)?;
+                if portal.awaiting_backfill {
+                    // Its creation was interrupted: finish it first.
+                    self.finish_backfill(ctx, &mut portal).await?;
+                }
                 // A shared portal serves several logins: each login's
                 // owner is invited the first time their login syncs it.
-                if !portal.invited.contains(ctx.owner.as_str()) {
-                    tracing::debug!(login = %ctx.key(), room = %room, owner = %ctx.owner, "inviting a login's owner to a shared portal");
-                    self.invite(&room, &ctx.owner).await?;
-                    portal.invited.insert(ctx.owner.to_string());
-                }
-                self.store.put_portal(&portal)?;
+                self.invite_owner(ctx, &room, &mut portal).await?;
                 Ok(Some(portal))
             }
             None if chat.create_portal => {
@@ -189,7 +191,8 @@ impl Bridge {
     }
 
     /// Creates a portal's room: the bot creates it, invites the login's
-    /// owner and the ghosts, and the ghosts join.
+    /// owner and the ghosts, and the ghosts join. With backfill on, the
+    /// history goes in before the owner is invited.
     async fn create_portal(
         &self,
         ctx: &LoginContext,
@@ -199,14 +202,21 @@ impl Bridge {
         direct: bool,
         ghosts: &[(OwnedUserId, Option<String>)],
     ) -> Result<PortalRecord, BridgeError> {
+        // With history to send, the owner is invited after it, so that the
+        // old messages do not notify them one by one. (A double-puppeted
+        // owner joins first, since some history may be theirs to send; the
+        // bridge marks it read for them afterwards.)
+        let backfill = self.wants_backfill(ctx);
+        let defer_invite = backfill && self.puppet(ctx).is_none();
         let mut request = create_room::v3::Request::new();
         request.name = name.clone();
         request.topic = topic.clone();
         request.is_direct = direct;
         request.preset = Some(create_room::v3::RoomPreset::PrivateChat);
-        request.invite = std::iter::once(ctx.owner.clone())
-            .chain(ghosts.iter().map(|(g, _)| g.clone()))
-            .collect();
+        request.invite = ghosts.iter().map(|(g, _)| g.clone()).collect();
+        if !defer_invite {
+            request.invite.push(ctx.owner.clone());
+        }
         let bridge_info = serde_json::json!({
             "type": "m.bridge",
             "state_key": format!("weft://{}/{}", key.plugin, key.chat_id),
@@ -233,19 +243,54 @@ impl Bridge {
                 .await?;
             joined.insert(ghost.to_string());
         }
-        let portal = PortalRecord {
+        let mut portal = PortalRecord {
             key,
             room_id: room_id.to_string(),
             name,
             topic,
             direct,
             ghosts: joined,
-            invited: std::iter::once(ctx.owner.to_string()).collect(),
+            invited: BTreeSet::new(),
+            awaiting_backfill: backfill,
         };
+        if !defer_invite {
+            portal.invited.insert(ctx.owner.to_string());
+        }
         self.store.put_portal(&portal)?;
         weft_storage::flush_async(self.store.storage()).await?;
         tracing::info!(login = %ctx.key(), chat = %portal.key.chat_id, room = %room_id, "portal created");
+        if backfill {
+            if !defer_invite {
+                self.invite_owner(ctx, &room_id, &mut portal).await?;
+            }
+            self.finish_backfill(ctx, &mut portal).await?;
+        } else {
+            self.invite_owner(ctx, &room_id, &mut portal).await?;
+        }
         Ok(portal)
+    }
+
+    /// Invites `ctx`'s owner to the portal, once; with double puppeting,
+    /// their puppet accepts at once.
+    pub(super) async fn invite_owner(
+        &self,
+        ctx: &LoginContext,
+        room: &RoomId,
+        portal: &mut PortalRecord,
+    ) -> Result<(), BridgeError> {
+        if !portal.invited.contains(ctx.owner.as_str()) {
+            tracing::debug!(login = %ctx.key(), %room, owner = %ctx.owner, "inviting a login's owner to a portal");
+            self.invite(room, &ctx.owner).await?;
+            portal.invited.insert(ctx.owner.to_string());
+            self.store.put_portal(portal)?;
+        }
+        let mut joined = std::mem::take(&mut portal.ghosts);
+        let result = self.ensure_owner_joined(ctx, room, &mut joined).await;
+        portal.ghosts = joined;
+        if result? {
+            self.store.put_portal(portal)?;
+        }
+        Ok(())
     }
 
     /// The portal of `chat_id`, created on the spot if the connector sent
@@ -256,7 +301,11 @@ impl Bridge {
         chat_id: &str,
         sender: &EventSender,
     ) -> Result<PortalRecord, BridgeError> {
-        if let Some(portal) = self.find_portal(ctx, chat_id)? {
+        if let Some(mut portal) = self.find_portal(ctx, chat_id)? {
+            if portal.awaiting_backfill {
+                // Its creation was interrupted: finish it first.
+                self.finish_backfill(ctx, &mut portal).await?;
+            }
             return Ok(portal);
         }
         let chat = ChatResync {
@@ -276,7 +325,7 @@ impl Bridge {
     }
 
     /// The ghost that sends an event, joined to the portal.
-    async fn sender_ghost(
+    pub(super) async fn sender_ghost(
         &self,
         ctx: &LoginContext,
         portal: &mut PortalRecord,
@@ -299,22 +348,83 @@ impl Bridge {
         Ok(ghost)
     }
 
-    async fn send_as(
+    /// Sends `content` into `room` as `author`, at `timestamp_ms` (the
+    /// remote time), with transaction id `txn` (stable, so a retry is not
+    /// a duplicate).
+    pub(super) async fn send_as(
         &self,
         room: &RoomId,
         txn: OwnedTransactionId,
         content: &impl MessageLikeEventContent,
-        as_user: &OwnedUserId,
+        author: &Author,
         timestamp_ms: Option<u64>,
     ) -> Result<OwnedEventId, BridgeError> {
-        let mut request = send_message_event::v3::Request::new(room.to_owned(), txn, content)
-            .map_err(protocol)?;
+        let json = serde_json::to_value(content).map_err(protocol)?;
+        self.send_json_as(room, txn, content.event_type(), json, author, timestamp_ms)
+            .await
+    }
+
+    /// [`Self::send_as`] for content built as JSON.
+    async fn send_json_as(
+        &self,
+        room: &RoomId,
+        txn: OwnedTransactionId,
+        event_type: MessageLikeEventType,
+        mut content: serde_json::Value,
+        author: &Author,
+        timestamp_ms: Option<u64>,
+    ) -> Result<OwnedEventId, BridgeError> {
+        if let Author::Owner(_) = author {
+            double_puppet::mark(&mut content, self.puppet_source());
+        }
+        let raw = Raw::from_json(serde_json::value::to_raw_value(&content).map_err(protocol)?);
+        let mut request =
+            send_message_event::v3::Request::new_raw(room.to_owned(), txn, event_type, raw);
         // Appservices may set the origin timestamp, so history shows when a
         // message was sent remotely rather than when it was bridged.
         request.timestamp = timestamp_ms
             .and_then(UInt::new)
             .map(MilliSecondsSinceUnixEpoch);
-        Ok(self.client.send(request, Some(as_user)).await?.event_id)
+        Ok(self
+            .client_of(author)
+            .send(request, Some(author.user()))
+            .await?
+            .event_id)
+    }
+
+    /// The Matrix event of remote message `target`, to reply to, if it
+    /// was bridged.
+    fn reply_to(
+        &self,
+        portal: &PortalRecord,
+        target: Option<&String>,
+    ) -> Result<Option<OwnedEventId>, BridgeError> {
+        let Some(target) = target else {
+            return Ok(None);
+        };
+        match self.store.message_by_remote(&portal.key, target)? {
+            Some(record) => Ok(Some(parse_event(&record)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Whether remote message `message_id` was bridged already: a
+    /// connector replay, history the poll sees again, or the echo of a
+    /// message that came from Matrix.
+    fn already_bridged(
+        &self,
+        ctx: &LoginContext,
+        portal: &PortalRecord,
+        message_id: &str,
+    ) -> Result<bool, BridgeError> {
+        let known = self
+            .store
+            .message_by_remote(&portal.key, message_id)?
+            .is_some();
+        if known {
+            tracing::debug!(login = %ctx.key(), message = %message_id, "ignoring a duplicate message");
+        }
+        Ok(known)
     }
 
     async fn bridge_message(
@@ -325,40 +435,130 @@ impl Bridge {
         let mut portal = self
             .portal_for_event(ctx, &message.chat_id, &message.sender)
             .await?;
-        if self
-            .store
-            .message_by_remote(&portal.key, &message.message_id)?
-            .is_some()
-        {
-            // Already bridged: a connector replay, or the echo of a
-            // message that came from Matrix.
-            tracing::debug!(login = %ctx.key(), message = %message.message_id, "ignoring a duplicate message");
+        self.bridge_message_in(ctx, &mut portal, message).await
+    }
+
+    /// Sends `message` into `portal`.
+    pub(super) async fn bridge_message_in(
+        &self,
+        ctx: &LoginContext,
+        portal: &mut PortalRecord,
+        message: &Message,
+    ) -> Result<(), BridgeError> {
+        if self.already_bridged(ctx, portal, &message.message_id)? {
             return Ok(());
         }
-        let ghost = self.sender_ghost(ctx, &mut portal, &message.sender).await?;
-        let room = parse_room(&portal)?;
-        let mut content = match &message.html {
-            Some(html) => RoomMessageEventContent::text_html(message.text.clone(), html.clone()),
-            None => RoomMessageEventContent::text_plain(message.text.clone()),
-        };
-        if let Some(target) = &message.reply_to
-            && let Some(record) = self.store.message_by_remote(&portal.key, target)?
-        {
-            content.relates_to = Some(Relation::Reply(Reply::new(InReplyTo::new(parse_event(
-                &record,
-            )?))));
-        }
-        let txn = stable_txn(&[
-            &portal.key.plugin,
-            &portal.key.chat_id,
-            &portal.key.receiver,
-            &message.message_id,
-        ]);
+        let author = self.author(ctx, portal, &message.sender).await?;
+        let room = parse_room(portal)?;
+        let mut content = text_content(&message.text, message.html.as_deref());
+        content.relates_to = self
+            .reply_to(portal, message.reply_to.as_ref())?
+            .map(|event| Relation::Reply(Reply::new(InReplyTo::new(event))));
+        let txn = message_txn(portal, &message.message_id);
         let event_id = self
-            .send_as(&room, txn, &content, &ghost, Some(message.timestamp_ms))
+            .send_as(&room, txn, &content, &author, Some(message.timestamp_ms))
             .await?;
         self.record(
-            &portal,
+            portal,
+            message.message_id.clone(),
+            &event_id,
+            MessageKind::Message,
+        )
+    }
+
+    /// A message with a file: the file is fetched if the connector gave a
+    /// URL, uploaded as the sender, and sent as `m.image`, `m.video`,
+    /// `m.audio` or `m.file`. A file that cannot be fetched, or turns out
+    /// larger than the plugin's limit, becomes a text message saying so.
+    async fn bridge_media(
+        &self,
+        ctx: &LoginContext,
+        message: &MediaMessage,
+    ) -> Result<(), BridgeError> {
+        let mut portal = self
+            .portal_for_event(ctx, &message.chat_id, &message.sender)
+            .await?;
+        self.bridge_media_in(ctx, &mut portal, message).await
+    }
+
+    /// Sends `message`, with its file, into `portal`.
+    pub(super) async fn bridge_media_in(
+        &self,
+        ctx: &LoginContext,
+        portal: &mut PortalRecord,
+        message: &MediaMessage,
+    ) -> Result<(), BridgeError> {
+        if self.already_bridged(ctx, portal, &message.message_id)? {
+            return Ok(());
+        }
+        let author = self.author(ctx, portal, &message.sender).await?;
+        let room = parse_room(portal)?;
+        let attachment = &message.attachment;
+        let fetched = match &attachment.source {
+            MediaSource::Bytes(bytes) => Ok(bytes.clone()),
+            MediaSource::Url { url, headers } => self
+                .registry
+                .fetch_media(ctx.key().plugin.as_str(), url, headers, MEDIA_FETCH_TIMEOUT)
+                .await
+                .map(|(_, bytes)| bytes),
+        };
+        let limit = ctx.plugin.capabilities.max_media_bytes;
+        let bytes = fetched.and_then(|bytes| {
+            if bytes.len() as u64 > limit {
+                Err(format!(
+                    "it is larger than the limit of {}",
+                    media::human_size(limit)
+                ))
+            } else {
+                Ok(bytes)
+            }
+        });
+        let txn = message_txn(portal, &message.message_id);
+        let reply = self.reply_to(portal, message.reply_to.as_ref())?;
+        let mut content = match bytes {
+            Ok(bytes) => {
+                let size = bytes.len();
+                let url = self
+                    .client_of(&author)
+                    .upload(
+                        bytes,
+                        &attachment.mime_type,
+                        &attachment.file_name,
+                        author.user(),
+                    )
+                    .await?;
+                media::content_of(attachment, &url, size, message.caption.as_deref())
+            }
+            Err(reason) => {
+                tracing::warn!(login = %ctx.key(), message = %message.message_id, %reason, "a remote file was not bridged");
+                let text = format!(
+                    "📎 {} (the file could not be bridged: {reason})",
+                    attachment.file_name
+                );
+                let text = match &message.caption {
+                    Some(caption) => format!("{caption}\n{text}"),
+                    None => text,
+                };
+                serde_json::to_value(RoomMessageEventContent::text_plain(text)).map_err(protocol)?
+            }
+        };
+        if let Some(event) = reply {
+            content["m.relates_to"] = serde_json::json!({
+                "m.in_reply_to": { "event_id": event },
+            });
+        }
+        let event_id = self
+            .send_json_as(
+                &room,
+                txn,
+                MessageLikeEventType::RoomMessage,
+                content,
+                &author,
+                Some(message.timestamp_ms),
+            )
+            .await?;
+        self.record(
+            portal,
             message.message_id.clone(),
             &event_id,
             MessageKind::Message,
@@ -376,11 +576,8 @@ impl Bridge {
             tracing::debug!(login = %ctx.key(), message = %edit.message_id, "edit of an unknown message ignored");
             return Ok(());
         };
-        let ghost = self.sender_ghost(ctx, &mut portal, &edit.sender).await?;
-        let new = match &edit.html {
-            Some(html) => RoomMessageEventContent::text_html(edit.text.clone(), html.clone()),
-            None => RoomMessageEventContent::text_plain(edit.text.clone()),
-        };
+        let author = self.author(ctx, &mut portal, &edit.sender).await?;
+        let new = text_content(&edit.text, edit.html.as_deref());
         let content = new.make_replacement(ReplacementMetadata::new(parse_event(&target)?, None));
         let txn = stable_txn(&[
             "edit",
@@ -392,7 +589,7 @@ impl Bridge {
             &parse_room(&portal)?,
             txn,
             &content,
-            &ghost,
+            &author,
             Some(edit.timestamp_ms),
         )
         .await?;
@@ -440,9 +637,7 @@ impl Bridge {
         else {
             return Ok(());
         };
-        let ghost = self
-            .sender_ghost(ctx, &mut portal, &reaction.sender)
-            .await?;
+        let author = self.author(ctx, &mut portal, &reaction.sender).await?;
         let content =
             ReactionEventContent::new(Annotation::new(parse_event(&target)?, reaction.key.clone()));
         let event_id = self
@@ -450,7 +645,7 @@ impl Bridge {
                 &parse_room(&portal)?,
                 stable_txn(&["react", &reaction_id]),
                 &content,
-                &ghost,
+                &author,
                 Some(reaction.timestamp_ms),
             )
             .await?;
@@ -496,6 +691,10 @@ impl Bridge {
         let Some(mut portal) = self.find_portal(ctx, &typing.chat_id)? else {
             return Ok(());
         };
+        // The user's own typing elsewhere is not shown to them.
+        if typing.sender.is_from_me && self.puppet(ctx).is_some() {
+            return Ok(());
+        }
         let ghost = self.sender_ghost(ctx, &mut portal, &typing.sender).await?;
         let state = if typing.timeout_ms == 0 {
             create_typing_event::v3::Typing::No
@@ -521,15 +720,53 @@ impl Bridge {
         let Some(target) = self.store.message_by_remote(&portal.key, &receipt.up_to)? else {
             return Ok(());
         };
-        let ghost = self.sender_ghost(ctx, &mut portal, &receipt.sender).await?;
+        // Reading on the remote app marks the chat read on Matrix too, when
+        // the bridge can act as the user.
+        let author = self.author(ctx, &mut portal, &receipt.sender).await?;
+        self.send_receipt(&parse_room(&portal)?, &parse_event(&target)?, &author)
+            .await
+    }
+
+    /// A read receipt of `author` on `event`.
+    pub(super) async fn send_receipt(
+        &self,
+        room: &RoomId,
+        event: &EventId,
+        author: &Author,
+    ) -> Result<(), BridgeError> {
         let mut request = create_receipt::v3::Request::new(
-            parse_room(&portal)?,
+            room.to_owned(),
             create_receipt::v3::ReceiptType::Read,
-            parse_event(&target)?,
+            event.to_owned(),
         );
         request.thread = ReceiptThread::Unthreaded;
-        self.client.send(request, Some(&ghost)).await?;
+        self.client_of(author)
+            .send(request, Some(author.user()))
+            .await?;
         Ok(())
+    }
+}
+
+/// The transaction id of remote message `message_id` in `portal`.
+fn message_txn(portal: &PortalRecord, message_id: &str) -> OwnedTransactionId {
+    stable_txn(&[
+        &portal.key.plugin,
+        &portal.key.chat_id,
+        &portal.key.receiver,
+        message_id,
+    ])
+}
+
+/// How long fetching a remote file may take.
+const MEDIA_FETCH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A text message, its remote HTML cut down to what Matrix allows.
+fn text_content(text: &str, remote_html: Option<&str>) -> RoomMessageEventContent {
+    match remote_html {
+        Some(remote_html) => {
+            RoomMessageEventContent::text_html(text.to_owned(), html::sanitize(remote_html))
+        }
+        None => RoomMessageEventContent::text_plain(text.to_owned()),
     }
 }
 

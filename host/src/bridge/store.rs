@@ -1,5 +1,5 @@
 //! What the bridge remembers: portals, ghosts, message mappings, users and
-//! handled transactions.
+//! which Matrix events went to a connector.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -55,12 +55,17 @@ pub struct PortalRecord {
     pub topic: Option<String>,
     /// Whether it is a direct chat.
     pub direct: bool,
-    /// Ghosts that have joined the room.
+    /// Users the bridge acts as that have joined the room: ghosts, and
+    /// owners joined by their double puppet.
     pub ghosts: BTreeSet<String>,
     /// Matrix users the bot has invited (the owners of the logins that
     /// share the portal).
     #[serde(default)]
     pub invited: BTreeSet<String>,
+    /// The room was created and still waits for its history; its owner is
+    /// invited after it (so old messages do not notify them).
+    #[serde(default)]
+    pub awaiting_backfill: bool,
 }
 
 /// A ghost: the Matrix user that stands for one remote user.
@@ -117,7 +122,7 @@ pub struct BridgeStore {
     /// Management room → its user, so a message is routed without
     /// scanning every user.
     management_rooms: Table<String>,
-    transactions: Table<u64>,
+    dispatched: Table<u64>,
 }
 
 impl BridgeStore {
@@ -133,7 +138,7 @@ impl BridgeStore {
             by_event: Table::open(s, trees::MESSAGE_BY_EVENT)?,
             users: Table::open(s, trees::USERS)?,
             management_rooms: Table::open(s, trees::MANAGEMENT_ROOMS)?,
-            transactions: Table::open(s, trees::TRANSACTIONS)?,
+            dispatched: Table::open(s, trees::DISPATCHED)?,
         })
     }
 
@@ -276,33 +281,18 @@ impl BridgeStore {
         self.management_rooms.get(&KeyBuf::new().push(room_id))
     }
 
-    /// Whether transaction `txn_id` was handled already.
-    pub fn transaction_done(&self, txn_id: &str) -> storage::Result<bool> {
-        Ok(self
-            .transactions
-            .get(&KeyBuf::new().push("txn").push(txn_id))?
-            .is_some())
-    }
-
-    /// Records transaction `txn_id` as handled.
-    pub fn mark_transaction(&self, txn_id: &str, at_ms: u64) -> storage::Result<()> {
-        self.transactions
-            .put(&KeyBuf::new().push("txn").push(txn_id), &at_ms)
-    }
-
-    /// Forgets transactions and dispatched events recorded before
-    /// `before_ms` (the homeserver retries a transaction for hours at
-    /// most, not for days).
-    pub fn prune_transactions(&self, before_ms: u64) -> storage::Result<usize> {
+    /// Forgets dispatch marks recorded before `before_ms` (the homeserver
+    /// does not send an event again after days).
+    pub fn prune_dispatched(&self, before_ms: u64) -> storage::Result<usize> {
         let old: Vec<Vec<u8>> = self
-            .transactions
+            .dispatched
             .scan(&KeyBuf::new())?
             .into_iter()
             .filter(|(_, at)| *at < before_ms)
             .map(|(k, _)| k)
             .collect();
         for key in &old {
-            self.transactions.tree().remove(key)?;
+            self.dispatched.tree().remove(key)?;
         }
         Ok(old.len())
     }
@@ -311,7 +301,7 @@ impl BridgeStore {
     /// false if it already was (a replay after a crash), so each Matrix
     /// event reaches the remote side at most once.
     pub fn claim_matrix_event(&self, event_id: &str) -> storage::Result<bool> {
-        self.transactions.put_if_absent(
+        self.dispatched.put_if_absent(
             &KeyBuf::new().push("event").push(event_id),
             &crate::logins::now_ms(),
         )
@@ -342,6 +332,7 @@ mod tests {
             direct: false,
             ghosts: BTreeSet::new(),
             invited: BTreeSet::new(),
+            awaiting_backfill: false,
         }
     }
 
@@ -401,17 +392,16 @@ mod tests {
     }
 
     #[test]
-    fn a_matrix_event_is_dispatched_once_and_old_transactions_are_pruned() {
+    fn a_matrix_event_is_dispatched_once_until_its_mark_is_pruned() {
         let store = store();
         assert!(store.claim_matrix_event("$e").unwrap());
         assert!(!store.claim_matrix_event("$e").unwrap());
-        store.mark_transaction("old", 10).unwrap();
-        store.mark_transaction("new", 1_000).unwrap();
-        assert!(store.transaction_done("old").unwrap());
-        // Pruning before 500 forgets the old transaction only.
-        store.prune_transactions(500).unwrap();
-        assert!(!store.transaction_done("old").unwrap());
-        assert!(store.transaction_done("new").unwrap());
+        // Pruning before a time in the past keeps the mark...
+        store.prune_dispatched(1).unwrap();
+        assert!(!store.claim_matrix_event("$e").unwrap());
+        // ...and pruning before a time ahead forgets it.
+        store.prune_dispatched(u64::MAX).unwrap();
+        assert!(store.claim_matrix_event("$e").unwrap());
     }
 
     #[test]

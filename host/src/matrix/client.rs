@@ -54,6 +54,12 @@ pub enum HsError {
     /// The request or the answer could not be (de)serialized.
     #[error("bad request or answer: {0}")]
     Protocol(String),
+    /// A file is larger than the limit it was fetched under.
+    #[error("the file is larger than the limit of {limit} bytes")]
+    TooLarge {
+        /// The limit, in bytes.
+        limit: u64,
+    },
 }
 
 impl HsError {
@@ -118,6 +124,25 @@ struct ErrorBody {
     retry_after_ms: Option<u64>,
 }
 
+/// The error a homeserver answered with; its own `retry_after_ms` wins
+/// over the `Retry-After` header.
+fn api_error(status: u16, body: &[u8], retry_after_header: Option<Duration>) -> HsError {
+    let body: ErrorBody = serde_json::from_slice(body).unwrap_or(ErrorBody {
+        errcode: "M_UNKNOWN".into(),
+        error: String::from_utf8_lossy(body).chars().take(200).collect(),
+        retry_after_ms: None,
+    });
+    HsError::Api {
+        status,
+        errcode: body.errcode,
+        message: body.error,
+        retry_after: body
+            .retry_after_ms
+            .map(Duration::from_millis)
+            .or(retry_after_header),
+    }
+}
+
 /// A client of the homeserver's client-server API, as the appservice.
 #[derive(Clone)]
 pub struct HomeserverClient {
@@ -162,6 +187,89 @@ impl HomeserverClient {
         };
         self.send_with(request, SendAccessToken::Always(&self.as_token), identity)
             .await
+    }
+
+    /// A client that masquerades with another appservice's token: the
+    /// double-puppeting registration's, which may act as any local user.
+    pub fn with_token(&self, as_token: &str) -> Self {
+        Self {
+            as_token: as_token.to_owned(),
+            ..self.clone()
+        }
+    }
+
+    /// Downloads `mxc` with authenticated media (the token in the
+    /// `Authorization` header), reading at most `max_bytes`. Returns the
+    /// content type and the bytes.
+    pub async fn download(
+        &self,
+        mxc: &ruma::MxcUri,
+        max_bytes: u64,
+    ) -> Result<(Option<String>, Vec<u8>), HsError> {
+        let (server, media_id) = mxc
+            .parts()
+            .map_err(|e| HsError::Protocol(format!("bad content URI: {e}")))?;
+        let url = format!(
+            "{}/_matrix/client/v1/media/download/{}/{}",
+            self.base_url,
+            percent_encoding::utf8_percent_encode(
+                server.as_str(),
+                percent_encoding::NON_ALPHANUMERIC
+            ),
+            percent_encoding::utf8_percent_encode(media_id, percent_encoding::NON_ALPHANUMERIC)
+        );
+        let mut response = self
+            .http
+            .get(&url)
+            .bearer_auth(&self.as_token)
+            .send()
+            .await
+            .map_err(|e| HsError::Network(e.without_url().to_string()))?;
+        let status = response.status();
+        if !status.is_success() {
+            let retry_after = response
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(parse_retry_after);
+            let bytes = response.bytes().await.unwrap_or_default();
+            return Err(api_error(status.as_u16(), &bytes, retry_after));
+        }
+        if response.content_length().is_some_and(|len| len > max_bytes) {
+            return Err(HsError::TooLarge { limit: max_bytes });
+        }
+        let content_type = response
+            .headers()
+            .get(reqwest::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let mut bytes = Vec::new();
+        while let Some(chunk) = response
+            .chunk()
+            .await
+            .map_err(|e| HsError::Network(e.without_url().to_string()))?
+        {
+            if (bytes.len() + chunk.len()) as u64 > max_bytes {
+                return Err(HsError::TooLarge { limit: max_bytes });
+            }
+            bytes.extend_from_slice(&chunk);
+        }
+        Ok((content_type, bytes))
+    }
+
+    /// Uploads a file to the media repository as `as_user` (a ghost, so
+    /// the file is theirs); returns its content URI.
+    pub async fn upload(
+        &self,
+        bytes: Vec<u8>,
+        content_type: &str,
+        file_name: &str,
+        as_user: &UserId,
+    ) -> Result<ruma::OwnedMxcUri, HsError> {
+        let mut request = ruma::api::client::media::create_content::v3::Request::new(bytes);
+        request.content_type = Some(content_type.to_owned());
+        request.filename = Some(file_name.to_owned());
+        Ok(self.send(request, Some(as_user)).await?.content_uri)
     }
 
     /// Sends `request` with a user's own access token (e.g. `/whoami` for
@@ -222,20 +330,7 @@ impl HomeserverClient {
             .await
             .map_err(|e| HsError::Network(e.without_url().to_string()))?;
         if status.as_u16() >= 400 {
-            let body: ErrorBody = serde_json::from_slice(&bytes).unwrap_or(ErrorBody {
-                errcode: "M_UNKNOWN".into(),
-                error: String::from_utf8_lossy(&bytes).chars().take(200).collect(),
-                retry_after_ms: None,
-            });
-            return Err(HsError::Api {
-                status: status.as_u16(),
-                errcode: body.errcode,
-                message: body.error,
-                retry_after: body
-                    .retry_after_ms
-                    .map(Duration::from_millis)
-                    .or(retry_after_header),
-            });
+            return Err(api_error(status.as_u16(), &bytes, retry_after_header));
         }
         let http_response = http::Response::builder()
             .status(status)

@@ -62,8 +62,38 @@ pub fn build(
         protocols: None,
     }
     .into();
-    registration.receive_ephemeral = false;
+    // Read receipts and typing of the owners in their portals.
+    registration.receive_ephemeral = true;
     registration
+}
+
+/// The double-puppeting registration: every user of `homeserver`,
+/// non-exclusively, and no traffic (`url: null`). Its token lets the
+/// bridge send as the bridge's users; keeps the tokens of `existing`.
+pub fn build_double_puppet(
+    homeserver: &HomeserverConfig,
+    appservice: &AppserviceConfig,
+    existing: Option<&Registration>,
+) -> Registration {
+    let mut namespaces = Namespaces::new();
+    namespaces.users = vec![Namespace::new(
+        false,
+        format!("@.*:{}", regex::escape(&homeserver.domain)),
+    )];
+    RegistrationInit {
+        id: format!("{}-doublepuppet", appservice.id),
+        url: None,
+        as_token: existing.map_or_else(random_token, |r| r.as_token.clone()),
+        hs_token: existing.map_or_else(random_token, |r| r.hs_token.clone()),
+        sender_localpart: existing.map_or_else(
+            || format!("{}-doublepuppet-{}", appservice.id, &random_token()[..8]).to_lowercase(),
+            |r| r.sender_localpart.clone(),
+        ),
+        namespaces,
+        rate_limited: Some(false),
+        protocols: None,
+    }
+    .into()
 }
 
 /// The ghost prefixes of the connectors in the plugins directory of
@@ -96,10 +126,21 @@ pub fn ghost_prefixes_in(
     (prefixes, failures)
 }
 
+/// What `generate` wrote.
+pub struct Generated {
+    /// The bridge's registration.
+    pub registration: Registration,
+    /// The ghost prefixes it covers.
+    pub prefixes: Vec<String>,
+    /// The double-puppeting registration's file, if double puppeting is
+    /// on.
+    pub double_puppet: Option<std::path::PathBuf>,
+}
+
 /// Builds the registration for `config` and the connectors in its
 /// plugins directory, keeping the tokens of the existing file, and writes
-/// it. Returns the registration and the ghost prefixes it covers.
-pub fn generate(config: &crate::config::Config) -> Result<(Registration, Vec<String>)> {
+/// it; with double puppeting on, writes its registration too.
+pub fn generate(config: &crate::config::Config) -> Result<Generated> {
     let (Some(homeserver), Some(appservice)) = (&config.homeserver, &config.appservice) else {
         anyhow::bail!("the config has no [homeserver] and [appservice] sections");
     };
@@ -110,7 +151,22 @@ pub fn generate(config: &crate::config::Config) -> Result<(Registration, Vec<Str
     let existing = read(&appservice.registration).ok();
     let registration = build(homeserver, appservice, &prefixes, existing.as_ref());
     write(&appservice.registration, &registration)?;
-    Ok((registration, prefixes))
+    let double_puppet = if config.bridge.double_puppet {
+        let path = &appservice.double_puppet_registration;
+        let existing = read(path).ok();
+        write(
+            path,
+            &build_double_puppet(homeserver, appservice, existing.as_ref()),
+        )?;
+        Some(path.clone())
+    } else {
+        None
+    };
+    Ok(Generated {
+        registration,
+        prefixes,
+        double_puppet,
+    })
 }
 
 /// Reads a registration file.
@@ -183,6 +239,24 @@ mod tests {
         // ...and the new plugin's ghosts are covered.
         assert!(!covers(&first, "teams_", "example.org"));
         assert!(covers(&second, "teams_", "example.org"));
+    }
+
+    #[test]
+    fn the_double_puppet_registration_claims_every_local_user_without_traffic() {
+        let (homeserver, appservice) = configs();
+        let first = build_double_puppet(&homeserver, &appservice, None);
+        assert_eq!(first.url, None);
+        let users = &first.namespaces.users;
+        assert_eq!(users.len(), 1);
+        assert!(!users[0].exclusive);
+        assert_eq!(users[0].regex, "@.*:example\\.org");
+        // Regenerating keeps its tokens and its sender.
+        let second = build_double_puppet(&homeserver, &appservice, Some(&first));
+        assert_eq!(first.as_token, second.as_token);
+        assert_eq!(first.sender_localpart, second.sender_localpart);
+        // And its YAML says `url: null`, which Synapse requires.
+        let yaml = serde_yaml_ng::to_string(&first).unwrap();
+        assert!(yaml.contains("url: null"), "{yaml}");
     }
 
     #[test]

@@ -14,6 +14,8 @@ use reqwest::header::{COOKIE, HeaderName, HeaderValue, SET_COOKIE};
 
 use crate::bindings::imports::http::{Host, HttpError, Method, Request, Response};
 use crate::net::is_private;
+use crate::plugin::LoadedPlugin;
+use crate::runtime::Runtime;
 use crate::state::PluginState;
 
 /// Headers the host sets itself; a plugin setting them is a bad request.
@@ -34,7 +36,17 @@ impl Host for PluginState {
     async fn send(&mut self, request: Request) -> wasmtime::Result<Result<Response, HttpError>> {
         let started = Instant::now();
         let method = request.method;
-        let result = self.send_checked(request).await;
+        let ctx = &self.ctx;
+        let cap = ctx.plugin.capabilities.max_response_bytes;
+        let result = send(
+            &ctx.runtime,
+            &ctx.plugin,
+            request,
+            self.deadline,
+            cap,
+            Some(&ctx.cookies),
+        )
+        .await;
         match &result {
             Ok(response) => tracing::debug!(
                 plugin = self.ctx.plugin.id(),
@@ -54,10 +66,22 @@ impl Host for PluginState {
     }
 }
 
-impl PluginState {
-    async fn send_checked(&mut self, request: Request) -> Result<Response, HttpError> {
-        let caps = &self.ctx.plugin.capabilities;
-        let config = &self.ctx.runtime.http_config;
+/// Sends `request` for `plugin` under its grants, before `deadline` (less
+/// a reserve for the plugin to handle a timeout), reading at most `cap`
+/// bytes of the response, with `cookies` if the caller has a jar. The
+/// `http` import and the host's fetches of a plugin's files both go
+/// through here, so both follow the same rules.
+pub(crate) async fn send(
+    runtime: &Runtime,
+    plugin: &LoadedPlugin,
+    request: Request,
+    deadline: Instant,
+    cap: u64,
+    cookies: Option<&reqwest::cookie::Jar>,
+) -> Result<Response, HttpError> {
+    {
+        let caps = &plugin.capabilities;
+        let config = &runtime.http_config;
         let url = url::Url::parse(&request.url)
             .map_err(|e| HttpError::InvalidRequest(format!("bad URL: {e}")))?;
         if !matches!(url.scheme(), "http" | "https") {
@@ -72,7 +96,7 @@ impl PluginState {
         if !caps.http.iter().any(|pattern| pattern.matches(&url)) {
             return Err(HttpError::Denied(format!(
                 "{origin} is not granted to plugin {}",
-                self.ctx.plugin.id()
+                plugin.id()
             )));
         }
         let literal = match url.host() {
@@ -86,7 +110,7 @@ impl PluginState {
         {
             return Err(HttpError::Denied(format!(
                 "{origin} is a private address; the operator has not granted plugin {} private networks",
-                self.ctx.plugin.id()
+                plugin.id()
             )));
         }
         if request
@@ -105,9 +129,8 @@ impl PluginState {
             .map(|ms| Duration::from_millis(ms.into()));
         // Leave the plugin a tenth of its call deadline (at most a second)
         // to handle a timeout, instead of being stopped with the request.
-        let reserve = (self.ctx.plugin.capabilities.call_deadline / 10).min(Duration::from_secs(1));
-        let remaining = self
-            .deadline
+        let reserve = (plugin.capabilities.call_deadline / 10).min(Duration::from_secs(1));
+        let remaining = deadline
             .saturating_duration_since(Instant::now())
             .saturating_sub(reserve);
         let timeout = asked
@@ -119,7 +142,7 @@ impl PluginState {
         }
         let give_up = tokio::time::Instant::now() + timeout;
 
-        let client = self.ctx.runtime.http.client(caps.private_networks);
+        let client = runtime.http.client(caps.private_networks);
         let mut builder = client
             .request(to_reqwest(request.method), url.clone())
             .timeout(timeout);
@@ -136,8 +159,8 @@ impl PluginState {
                 .map_err(|_| HttpError::InvalidRequest(format!("bad value for header `{name}`")))?;
             headers.append(name, value);
         }
-        if let Some(cookies) = self.ctx.cookies.cookies(&url) {
-            headers.append(COOKIE, cookies);
+        if let Some(value) = cookies.and_then(|jar| jar.cookies(&url)) {
+            headers.append(COOKIE, value);
         }
         builder = builder.headers(headers);
         if let Some(body) = request.body {
@@ -148,10 +171,11 @@ impl PluginState {
             .await
             .map_err(|_| HttpError::Timeout)?
             .map_err(classify)?;
-        let mut set_cookies = response.headers().get_all(SET_COOKIE).iter();
-        self.ctx.cookies.set_cookies(&mut set_cookies, &url);
+        if let Some(jar) = cookies {
+            let mut set_cookies = response.headers().get_all(SET_COOKIE).iter();
+            jar.set_cookies(&mut set_cookies, &url);
+        }
 
-        let cap = caps.max_response_bytes;
         if response.content_length().is_some_and(|len| len > cap) {
             return Err(HttpError::TooLarge(cap));
         }

@@ -1,8 +1,10 @@
 //! `weft:plugin/matrix`: remote events, converted to the runtime's own
 //! types, checked, and handed to the host.
 
-use crate::bindings::imports::matrix::{EventError, Host, RemoteEvent as WitEvent};
-use crate::events::{EventSender, RemoteEvent};
+use crate::bindings::imports::matrix::{
+    EventError, Host, MediaMessage as WitMedia, RemoteEvent as WitEvent,
+};
+use crate::events::{EventSender, MediaSource, RemoteEvent};
 use crate::state::PluginState;
 
 /// The longest id (chat, message, user) the host accepts.
@@ -14,12 +16,22 @@ const MAX_MEMBERS: usize = 10_000;
 
 impl Host for PluginState {
     async fn queue_event(&mut self, event: WitEvent) -> wasmtime::Result<Result<(), EventError>> {
+        Ok(self.queue(RemoteEvent::from(event)))
+    }
+
+    async fn queue_media(&mut self, message: WitMedia) -> wasmtime::Result<Result<(), EventError>> {
+        Ok(self.queue(RemoteEvent::Media(message.into())))
+    }
+}
+
+impl PluginState {
+    /// Checks `event` and hands it to the host.
+    fn queue(&mut self, event: RemoteEvent) -> Result<(), EventError> {
         let Some(login) = self.login().cloned() else {
-            return Ok(Err(EventError::NoLogin));
+            return Err(EventError::NoLogin);
         };
-        let event = RemoteEvent::from(event);
-        if let Err(message) = check(&event) {
-            return Ok(Err(EventError::Invalid(message)));
+        if let Err(message) = check(&event).and_then(|()| self.check_media(&event)) {
+            return Err(EventError::Invalid(message));
         }
         if let RemoteEvent::BridgeState(state) = &event
             && state.state.needs_relogin()
@@ -29,13 +41,43 @@ impl Host for PluginState {
         match self.ctx.runtime.host.queue_event(&login, event) {
             Ok(()) => {
                 self.ctx.signals.queued_events = true;
-                Ok(Ok(()))
+                Ok(())
             }
             Err(error) => {
                 tracing::error!(%error, %login, "failed to store a remote event");
-                Ok(Err(EventError::Storage("the host's storage failed".into())))
+                Err(EventError::Storage("the host's storage failed".into()))
             }
         }
+    }
+
+    /// A file must fit the plugin's media limit, and a URL to fetch must
+    /// be one the plugin may reach.
+    fn check_media(&self, event: &RemoteEvent) -> Result<(), String> {
+        let RemoteEvent::Media(media) = event else {
+            return Ok(());
+        };
+        let caps = &self.ctx.plugin.capabilities;
+        let limit = caps.max_media_bytes;
+        let size = match &media.attachment.source {
+            MediaSource::Bytes(bytes) => Some(bytes.len() as u64),
+            MediaSource::Url { url, .. } => {
+                let parsed = url::Url::parse(url).map_err(|e| format!("bad media URL: {e}"))?;
+                if !caps.http.iter().any(|pattern| pattern.matches(&parsed)) {
+                    return Err(format!(
+                        "{} is not granted to plugin {}",
+                        parsed.origin().ascii_serialization(),
+                        self.ctx.plugin.id()
+                    ));
+                }
+                media.attachment.size
+            }
+        };
+        if size.is_some_and(|size| size > limit) {
+            return Err(format!(
+                "files are limited to {limit} bytes for this plugin"
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -75,6 +117,17 @@ fn check(event: &RemoteEvent) -> Result<(), String> {
             id("message id", &m.message_id)?;
             sender(&m.sender)?;
             body(&m.text, m.html.as_ref())
+        }
+        RemoteEvent::Media(m) => {
+            id("chat id", &m.chat_id)?;
+            id("message id", &m.message_id)?;
+            sender(&m.sender)?;
+            body(m.caption.as_deref().unwrap_or_default(), None)?;
+            let a = &m.attachment;
+            if a.file_name.is_empty() || a.file_name.len() > 255 || a.mime_type.len() > 255 {
+                return Err("a file name has 1 to 255 bytes, a MIME type at most 255".into());
+            }
+            Ok(())
         }
         RemoteEvent::Edit(e) => {
             id("chat id", &e.chat_id)?;

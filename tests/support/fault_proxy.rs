@@ -1,0 +1,168 @@
+//! A proxy between the host and Synapse that fails some requests on
+//! purpose: a rate limit with `retry_after_ms`, a 500, and a dropped
+//! connection, before the request reaches Synapse or, for message sends,
+//! after (so the host never learns that its message went through).
+//!
+//! Once armed, every third request fails, the faults taking turns; the
+//! others pass through untouched.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+
+/// A fault the proxy injects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fault {
+    /// 429 `M_LIMIT_EXCEEDED` with `retry_after_ms`.
+    RateLimited,
+    /// 500 from a failing homeserver.
+    ServerError,
+    /// The connection drops before the request is forwarded.
+    DroppedBefore,
+    /// The request is forwarded (a message is sent), then the connection
+    /// drops before the answer.
+    DroppedAfter,
+}
+
+const FAULTS: [Fault; 4] = [
+    Fault::RateLimited,
+    Fault::ServerError,
+    Fault::DroppedBefore,
+    Fault::DroppedAfter,
+];
+
+/// The running proxy.
+pub struct FaultProxy {
+    /// Where it listens.
+    pub addr: SocketAddr,
+    state: Arc<ProxyState>,
+}
+
+struct ProxyState {
+    upstream: String,
+    http: reqwest::Client,
+    requests: AtomicUsize,
+    armed: std::sync::atomic::AtomicBool,
+    injected: std::sync::Mutex<Vec<(Fault, String)>>,
+}
+
+impl FaultProxy {
+    /// Starts a proxy to `upstream` (Synapse's base URL).
+    pub async fn start(upstream: &str) -> Self {
+        let state = Arc::new(ProxyState {
+            upstream: upstream.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::new(),
+            requests: AtomicUsize::new(0),
+            armed: std::sync::atomic::AtomicBool::new(false),
+            injected: std::sync::Mutex::default(),
+        });
+        let app = axum::Router::new()
+            .fallback(forward)
+            .with_state(state.clone());
+        let addr = crate::servers::serve(app).await;
+        Self { addr, state }
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    /// Starts failing requests.
+    pub fn arm(&self) {
+        self.state.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// The faults injected so far, with the path of each request.
+    pub fn injected(&self) -> Vec<(Fault, String)> {
+        self.state.injected.lock().unwrap().clone()
+    }
+}
+
+/// A response whose body fails at once: the client gets a broken
+/// connection instead of an answer.
+fn dropped() -> Response {
+    let failing = futures::stream::once(async {
+        Err::<Bytes, std::io::Error>(std::io::Error::other("connection dropped by the proxy"))
+    });
+    Response::new(Body::from_stream(failing))
+}
+
+async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Response {
+    let armed = state.armed.load(Ordering::SeqCst);
+    let n = match armed {
+        true => state.requests.fetch_add(1, Ordering::SeqCst),
+        // Never the third of three: passes through.
+        false => 0,
+    };
+    let path = request
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    let is_send = request.method() == axum::http::Method::PUT && path.contains("/send/");
+    let fault = (n % 3 == 2).then(|| FAULTS[(n / 3) % FAULTS.len()]);
+    // Dropping after forwarding only matters where a retry could
+    // duplicate: message sends (the others are idempotent or fail the
+    // same way).
+    let fault = match fault {
+        Some(Fault::DroppedAfter) if !is_send => Some(Fault::DroppedBefore),
+        other => other,
+    };
+    if let Some(fault) = fault {
+        state.injected.lock().unwrap().push((fault, path.clone()));
+        match fault {
+            Fault::RateLimited => {
+                let body = serde_json::json!({
+                    "errcode": "M_LIMIT_EXCEEDED", "error": "Too many requests", "retry_after_ms": 200,
+                });
+                return (StatusCode::TOO_MANY_REQUESTS, axum::Json(body)).into_response();
+            }
+            Fault::ServerError => {
+                let body =
+                    serde_json::json!({ "errcode": "M_UNKNOWN", "error": "Internal server error" });
+                return (StatusCode::INTERNAL_SERVER_ERROR, axum::Json(body)).into_response();
+            }
+            Fault::DroppedBefore => return dropped(),
+            Fault::DroppedAfter => {}
+        }
+    }
+    let (parts, body) = request.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, 64 << 20).await else {
+        return StatusCode::PAYLOAD_TOO_LARGE.into_response();
+    };
+    let mut upstream = state
+        .http
+        .request(parts.method, format!("{}{path}", state.upstream))
+        .body(body);
+    for (name, value) in &parts.headers {
+        if name != axum::http::header::HOST {
+            upstream = upstream.header(name, value);
+        }
+    }
+    let Ok(response) = upstream.send().await else {
+        return StatusCode::BAD_GATEWAY.into_response();
+    };
+    if fault == Some(Fault::DroppedAfter) {
+        // Synapse has the message; the host will not hear so.
+        return dropped();
+    }
+    let status = response.status();
+    let headers = response.headers().clone();
+    let bytes = response.bytes().await.unwrap_or_default();
+    let mut answer = Response::new(Body::from(bytes));
+    *answer.status_mut() = status;
+    for (name, value) in &headers {
+        if name != axum::http::header::TRANSFER_ENCODING
+            && name != axum::http::header::CONTENT_LENGTH
+        {
+            answer.headers_mut().insert(name, value.clone());
+        }
+    }
+    answer
+}
