@@ -691,8 +691,9 @@ impl Bridge {
         let Some(mut portal) = self.find_portal(ctx, &typing.chat_id)? else {
             return Ok(());
         };
-        // The user's own typing elsewhere is not shown to them.
-        if typing.sender.is_from_me && self.puppet(ctx).is_some() {
+        // The user's own typing (often their own Matrix typing, passed on
+        // and reported back) is not shown to them.
+        if typing.sender.is_from_me {
             return Ok(());
         }
         let ghost = self.sender_ghost(ctx, &mut portal, &typing.sender).await?;
@@ -721,7 +722,11 @@ impl Bridge {
             return Ok(());
         };
         // Reading on the remote app marks the chat read on Matrix too, when
-        // the bridge can act as the user.
+        // the bridge can act as the user; their ghost's receipt would only
+        // be noise.
+        if receipt.sender.is_from_me && self.puppet(ctx).is_none() {
+            return Ok(());
+        }
         let author = self.author(ctx, &mut portal, &receipt.sender).await?;
         self.send_receipt(&parse_room(&portal)?, &parse_event(&target)?, &author)
             .await
