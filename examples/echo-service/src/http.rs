@@ -15,7 +15,8 @@
 //! - `/_admin/…`: seeding, without auth.
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Path, Query, State};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post, put};
@@ -107,13 +108,24 @@ fn bearer(headers: &HeaderMap) -> Option<&str> {
         .and_then(|v| v.strip_prefix("Bearer "))
 }
 
-impl EchoService {
-    fn user_of(&self, headers: &HeaderMap) -> Result<String, Unauthorized> {
-        let token = bearer(headers).ok_or(Unauthorized("missing token"))?;
-        self.lock()
+/// The user a request's bearer token belongs to; a request without a
+/// valid one is answered 401 before its handler runs.
+struct Authed(String);
+
+impl FromRequestParts<EchoService> for Authed {
+    type Rejection = Unauthorized;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        service: &EchoService,
+    ) -> Result<Self, Self::Rejection> {
+        let token = bearer(&parts.headers).ok_or(Unauthorized("missing token"))?;
+        service
+            .lock()
             .tokens
             .get(token)
             .cloned()
+            .map(Authed)
             .ok_or(Unauthorized("invalid token"))
     }
 }
@@ -163,20 +175,14 @@ async fn login(State(service): State<EchoService>, Json(body): Json<Credentials>
     }
 }
 
-async fn logout(State(service): State<EchoService>, headers: HeaderMap) -> Response {
-    if let Err(e) = service.user_of(&headers) {
-        return e.into_response();
-    }
+async fn logout(State(service): State<EchoService>, _: Authed, headers: HeaderMap) -> Response {
     let token = bearer(&headers).unwrap_or_default().to_owned();
     service.lock().tokens.remove(&token);
     Json(json!({})).into_response()
 }
 
-async fn me(State(service): State<EchoService>, headers: HeaderMap) -> Response {
-    match service.user_of(&headers) {
-        Ok(user) => Json(service.lock().users.get(&user).cloned()).into_response(),
-        Err(e) => e.into_response(),
-    }
+async fn me(State(service): State<EchoService>, Authed(user): Authed) -> Response {
+    Json(service.lock().users.get(&user).cloned()).into_response()
 }
 
 async fn start_device_code(State(service): State<EchoService>) -> Response {
@@ -237,11 +243,7 @@ async fn poll_device_code(
     }
 }
 
-async fn list_chats(State(service): State<EchoService>, headers: HeaderMap) -> Response {
-    let user = match service.user_of(&headers) {
-        Ok(u) => u,
-        Err(e) => return e.into_response(),
-    };
+async fn list_chats(State(service): State<EchoService>, Authed(user): Authed) -> Response {
     let state = service.lock();
     let chats: Vec<_> = state
         .chats
@@ -274,13 +276,9 @@ fn default_limit() -> usize {
 /// out; its deletion follows).
 async fn list_events(
     State(service): State<EchoService>,
-    headers: HeaderMap,
+    Authed(user): Authed,
     Query(query): Query<After>,
 ) -> Response {
-    let user = match service.user_of(&headers) {
-        Ok(u) => u,
-        Err(e) => return e.into_response(),
-    };
     let state = service.lock();
     let limit = query.limit.clamp(1, 500);
     let visible: Vec<_> = state
@@ -313,13 +311,9 @@ async fn list_events(
 
 async fn list_messages(
     State(service): State<EchoService>,
-    headers: HeaderMap,
+    Authed(user): Authed,
     Query(query): Query<After>,
 ) -> Response {
-    let user = match service.user_of(&headers) {
-        Ok(u) => u,
-        Err(e) => return e.into_response(),
-    };
     let state = service.lock();
     let limit = query.limit.clamp(1, 500);
     let visible: Vec<&StoredMessage> = state
@@ -347,14 +341,10 @@ struct Limit {
 /// The chat's newest messages, oldest first.
 async fn history(
     State(service): State<EchoService>,
-    headers: HeaderMap,
+    Authed(user): Authed,
     Path(chat): Path<String>,
     Query(query): Query<Limit>,
 ) -> Response {
-    let user = match service.user_of(&headers) {
-        Ok(u) => u,
-        Err(e) => return e.into_response(),
-    };
     let state = service.lock();
     if !state.is_member(&chat, &user) {
         return error(StatusCode::NOT_FOUND, "no such chat");
@@ -386,14 +376,10 @@ struct NewMessage {
 
 async fn send_message(
     State(service): State<EchoService>,
-    headers: HeaderMap,
+    Authed(user): Authed,
     Path(chat): Path<String>,
     Json(body): Json<NewMessage>,
 ) -> Response {
-    let user = match service.user_of(&headers) {
-        Ok(u) => u,
-        Err(e) => return e.into_response(),
-    };
     let delay = service.lock().send_delays.get(&user).copied();
     if let Some(delay) = delay {
         tokio::time::sleep(delay).await;
@@ -424,25 +410,19 @@ struct Edit {
 
 async fn edit_message(
     State(service): State<EchoService>,
-    headers: HeaderMap,
+    Authed(user): Authed,
     Path((chat, message)): Path<(String, String)>,
     Json(body): Json<Edit>,
 ) -> Response {
-    match service.user_of(&headers) {
-        Ok(user) => done(service.lock().edit(&chat, &message, &user, &body.text)),
-        Err(e) => e.into_response(),
-    }
+    done(service.lock().edit(&chat, &message, &user, &body.text))
 }
 
 async fn delete_message(
     State(service): State<EchoService>,
-    headers: HeaderMap,
+    Authed(user): Authed,
     Path((chat, message)): Path<(String, String)>,
 ) -> Response {
-    match service.user_of(&headers) {
-        Ok(user) => done(service.lock().delete(&chat, &message, &user)),
-        Err(e) => e.into_response(),
-    }
+    done(service.lock().delete(&chat, &message, &user))
 }
 
 #[derive(Deserialize)]
@@ -453,14 +433,10 @@ struct NewReaction {
 /// Answers the reaction's id: its key (one reaction per key and user).
 async fn add_reaction(
     State(service): State<EchoService>,
-    headers: HeaderMap,
+    Authed(user): Authed,
     Path((chat, message)): Path<(String, String)>,
     Json(body): Json<NewReaction>,
 ) -> Response {
-    let user = match service.user_of(&headers) {
-        Ok(u) => u,
-        Err(e) => return e.into_response(),
-    };
     match service
         .lock()
         .react(&chat, &message, &user, &body.key, false)
@@ -472,13 +448,10 @@ async fn add_reaction(
 
 async fn remove_reaction(
     State(service): State<EchoService>,
-    headers: HeaderMap,
+    Authed(user): Authed,
     Path((chat, message, key)): Path<(String, String, String)>,
 ) -> Response {
-    match service.user_of(&headers) {
-        Ok(user) => done(service.lock().react(&chat, &message, &user, &key, true)),
-        Err(e) => e.into_response(),
-    }
+    done(service.lock().react(&chat, &message, &user, &key, true))
 }
 
 #[derive(Deserialize)]
@@ -488,14 +461,11 @@ struct TypingBody {
 
 async fn typing(
     State(service): State<EchoService>,
-    headers: HeaderMap,
+    Authed(user): Authed,
     Path(chat): Path<String>,
     Json(body): Json<TypingBody>,
 ) -> Response {
-    match service.user_of(&headers) {
-        Ok(user) => done(service.set_typing(&chat, &user, body.typing)),
-        Err(e) => e.into_response(),
-    }
+    done(service.set_typing(&chat, &user, body.typing))
 }
 
 #[derive(Deserialize)]
@@ -505,14 +475,11 @@ struct ReadBody {
 
 async fn read(
     State(service): State<EchoService>,
-    headers: HeaderMap,
+    Authed(user): Authed,
     Path(chat): Path<String>,
     Json(body): Json<ReadBody>,
 ) -> Response {
-    match service.user_of(&headers) {
-        Ok(user) => done(service.mark_read(&chat, &user, &body.up_to)),
-        Err(e) => e.into_response(),
-    }
+    done(service.mark_read(&chat, &user, &body.up_to))
 }
 
 /// # `POST /api/files`
@@ -520,12 +487,10 @@ async fn read(
 /// The body is the file; `content-type` its type, `x-file-name` its name.
 async fn upload_file(
     State(service): State<EchoService>,
+    _: Authed,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    if let Err(e) = service.user_of(&headers) {
-        return e.into_response();
-    }
     let header = |name: &str| {
         headers
             .get(name)
@@ -543,12 +508,9 @@ async fn upload_file(
 
 async fn download_file(
     State(service): State<EchoService>,
-    headers: HeaderMap,
+    _: Authed,
     Path(id): Path<String>,
 ) -> Response {
-    if let Err(e) = service.user_of(&headers) {
-        return e.into_response();
-    }
     match service.file(&id) {
         Some((_, mime_type, bytes)) => ([(header::CONTENT_TYPE, mime_type)], bytes).into_response(),
         None => error(StatusCode::NOT_FOUND, "no such file"),
