@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Installs what weft needs on a fresh machine: the wasm toolchain and a
-# pinned Synapse. Safe to run again: each step checks before it installs.
+# Installs what weft needs on a fresh machine: the wasm toolchain, a
+# pinned Synapse, and headless Chromium with its driver for the helper-page
+# tests. Safe to run again: each step checks before it installs.
 # (The plugins are built by whoever needs them: `cargo weft build` in
 # scripts/run.sh, the test crate's build script for the tests.)
 #
-#   scripts/setup.sh            wasm toolchain, Synapse venv
+#   scripts/setup.sh            wasm toolchain, Synapse venv, Chromium
 #   scripts/setup.sh --no-synapse
 #
 # The wasm toolchain: rustup's wasm targets if rustup can add them;
@@ -39,10 +40,12 @@ have_debian_route() {
     ls /usr/bin/wasm-ld-* >/dev/null 2>&1 && [ -f /usr/lib/wasm32-wasi/libc.a ]
 }
 
+# Waits up to 10 minutes for another apt (e.g. one already installing in
+# the background) instead of failing on its lock.
 apt_install() {
   step "apt-get install $*"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "$@" >/dev/null
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq "$@" >/dev/null
 }
 
 step "wasm toolchain"
@@ -71,4 +74,25 @@ if [ "$WANT_SYNAPSE" = 1 ]; then
     python3 -m venv .venv-synapse
     .venv-synapse/bin/pip install --quiet --disable-pip-version-check "matrix-synapse==$SYNAPSE_VERSION"
   fi
+fi
+
+# The helper-page tests drive Debian's Chromium with playwright-core
+# (tests/browser/capture.mjs): the npm package only, no browser download.
+step "headless Chromium and the browser driver (tests/browser)"
+if [ -x /usr/bin/chromium ]; then
+  echo "Chromium is installed"
+elif command -v apt-get >/dev/null; then
+  apt_install chromium
+else
+  echo "no Chromium: install Debian's chromium (or set CHROMIUM for tests/browser/capture.mjs)" >&2
+  exit 1
+fi
+if ! command -v npm >/dev/null; then apt_install nodejs npm; fi
+# npm ci writes node_modules/.package-lock.json: older than the lock file
+# means the lock changed since.
+if [ ! -f tests/browser/node_modules/.package-lock.json ] ||
+  [ tests/browser/package-lock.json -nt tests/browser/node_modules/.package-lock.json ]; then
+  npm ci --prefix tests/browser --no-audit --no-fund
+else
+  echo "tests/browser/node_modules is up to date"
 fi

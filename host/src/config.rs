@@ -133,6 +133,11 @@ pub struct AppserviceConfig {
     /// generate-registration` when `[bridge] double-puppet` is on).
     #[serde(default = "default_double_puppet_registration")]
     pub double_puppet_registration: PathBuf,
+    /// The URL at which users' browsers reach this listener, for the
+    /// login pages it serves (`{public-url}/login/...`), e.g. behind a
+    /// reverse proxy. Unset, it is `http://` and the listen address.
+    #[serde(default)]
+    pub public_url: Option<String>,
 }
 
 fn default_double_puppet_registration() -> PathBuf {

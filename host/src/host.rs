@@ -14,6 +14,7 @@ use weft_storage::{SledStorage, Storage};
 use crate::admin::{self, AdminState};
 use crate::bridge::store::BridgeStore;
 use crate::bridge::{Bridge, BridgeParts};
+use crate::capture::CaptureSessions;
 use crate::config::Config;
 use crate::login_process::LoginProcesses;
 use crate::logins::{LoginKey, LoginStore, Logins};
@@ -71,10 +72,18 @@ impl Host {
         let outbox = Arc::new(Outbox::open(&storage)?);
         let login_store = LoginStore::open(&storage)?;
         let bot_localpart = config.appservice.as_ref().map(|a| a.bot_username.clone());
+        let captures = CaptureSessions::new(
+            config
+                .appservice
+                .as_ref()
+                .and_then(|a| a.public_url.clone()),
+            std::time::Duration::from_secs(config.bridge.login_timeout_secs),
+        );
         let services = Arc::new(RuntimeServices::new(
             login_store.clone(),
             outbox.clone(),
             bot_localpart,
+            captures.clone(),
         ));
         let registry = Registry::new(config.runtime_options(), storage.clone(), services.clone())?;
         let logins = Logins::new(
@@ -96,7 +105,12 @@ impl Host {
             let namespaces = Namespaces::new(&homeserver.domain, &registration.sender_localpart)
                 .context("the registration's sender_localpart and [homeserver] domain do not make a user id")?;
             let store = BridgeStore::open(&storage)?;
-            let processes = LoginProcesses::new(registry.clone(), logins.clone(), config.clone());
+            let processes = LoginProcesses::new(
+                registry.clone(),
+                logins.clone(),
+                config.clone(),
+                captures.clone(),
+            );
             let double_puppet_token = if config.bridge.double_puppet {
                 let path = &appservice.double_puppet_registration;
                 let puppet = registration::read(path)
@@ -127,11 +141,13 @@ impl Host {
                 the_bridge.clone(),
                 &registration.hs_token,
                 appservice.max_body_bytes,
-            );
+            )
+            .merge(crate::capture::router(captures.clone()));
             let (addr, task) = serve(appservice.listen, router, shutdown_rx.clone())
                 .await
                 .context("failed to start the appservice server")?;
             tracing::info!(%addr, "appservice and provisioning API listening");
+            captures.default_public_url(format!("http://{addr}"));
             appservice_addr = Some(addr);
             servers.push(task);
             prepare_bot(&the_bridge).await;

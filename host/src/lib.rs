@@ -8,6 +8,7 @@ pub mod api_error;
 pub mod appservice;
 pub mod bench;
 pub mod bridge;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod host;

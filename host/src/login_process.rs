@@ -17,13 +17,14 @@ use rand::Rng;
 use rand::distr::Alphanumeric;
 use serde::Serialize;
 use weft_runtime::connector::PluginError;
-use weft_runtime::login_flow::{self as flow, LoginStep, StepParams};
+use weft_runtime::login_flow::{self as flow, CompleteStep, LoginStep, StepParams};
 use weft_runtime::plugin::LoadedPlugin;
-use weft_runtime::process::{FlowResult, ProcessInstance};
+use weft_runtime::process::{FlowResult, ProcessInstance, ProviderGrant};
 use weft_runtime::{CallError, Registry, RegistryError};
 
 pub use weft_runtime::login_flow::StepInput;
 
+use crate::capture::CaptureSessions;
 use crate::config::Config;
 use crate::logins::{BridgeState, LoginError, LoginKey, LoginRecord, Logins, StateEvent, now_ms};
 
@@ -232,12 +233,22 @@ enum Finish {
 
 struct Process {
     user: String,
+    /// The connector the login is for.
     plugin: Arc<LoadedPlugin>,
+    /// The login provider running the flow, for a connector's flow
+    /// `from-provider`, until it completes (then `instance` is the
+    /// connector's, finishing the login).
+    provider: Option<ProviderFlow>,
     relogin: Option<LoginKey>,
     instance: Option<ProcessInstance>,
     step: StepView,
     poll_after_ms: u32,
     finished: Option<Finish>,
+}
+
+struct ProviderFlow {
+    plugin: Arc<LoadedPlugin>,
+    flow: String,
 }
 
 struct Entry {
@@ -267,6 +278,7 @@ pub struct LoginProcesses {
     registry: Arc<Registry>,
     logins: Arc<Logins>,
     config: Arc<Config>,
+    captures: Arc<CaptureSessions>,
     processes: Mutex<BTreeMap<String, Arc<Entry>>>,
 }
 
@@ -398,29 +410,83 @@ fn new_process_id() -> String {
 
 impl LoginProcesses {
     /// The process table.
-    pub fn new(registry: Arc<Registry>, logins: Arc<Logins>, config: Arc<Config>) -> Arc<Self> {
+    pub fn new(
+        registry: Arc<Registry>,
+        logins: Arc<Logins>,
+        config: Arc<Config>,
+        captures: Arc<CaptureSessions>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             registry,
             logins,
             config,
+            captures,
             processes: Mutex::new(BTreeMap::new()),
         })
     }
 
-    /// Every flow of every loaded connector.
+    /// Every flow of every loaded connector. A flow from a provider that
+    /// is not loaded, or lacks the flow, is left out.
     pub fn flows(&self) -> Vec<FlowView> {
         let mut flows = Vec::new();
         for plugin in self.registry.connectors() {
             let network = plugin.manifest.network_name();
             for flow in &plugin.manifest.login_flows {
+                let (name, description) = if flow.from_provider {
+                    let Ok(provider) = self.provider_flow(&plugin, &flow.id) else {
+                        continue;
+                    };
+                    let theirs = provider
+                        .plugin
+                        .manifest
+                        .login_flows
+                        .iter()
+                        .find(|f| f.id == flow.id);
+                    let pick = |ours: &String, theirs: Option<&String>| {
+                        if ours.is_empty() {
+                            theirs.cloned().unwrap_or_default()
+                        } else {
+                            ours.clone()
+                        }
+                    };
+                    (
+                        pick(&flow.name, theirs.map(|f| &f.name)),
+                        pick(&flow.description, theirs.map(|f| &f.description)),
+                    )
+                } else {
+                    (flow.name.clone(), flow.description.clone())
+                };
                 flows.push(FlowView {
                     id: format!("{}:{}", plugin.id(), flow.id),
-                    name: format!("{network}: {}", flow.name),
-                    description: flow.description.clone(),
+                    name: format!("{network}: {name}"),
+                    description,
                 });
             }
         }
         flows
+    }
+
+    /// The login provider that runs flow `flow` of `connector`, if the
+    /// flow comes from one.
+    fn provider_flow(
+        &self,
+        connector: &LoadedPlugin,
+        flow: &str,
+    ) -> Result<ProviderFlow, ProcessError> {
+        let unknown = || ProcessError::UnknownFlow(format!("{}:{flow}", connector.id()));
+        let name = connector
+            .capabilities
+            .uses
+            .get("tokens")
+            .ok_or_else(unknown)?;
+        let plugin = self.registry.login_provider(name).map_err(|_| unknown())?;
+        if !plugin.manifest.login_flows.iter().any(|f| f.id == flow) {
+            return Err(unknown());
+        }
+        Ok(ProviderFlow {
+            plugin,
+            flow: flow.to_owned(),
+        })
     }
 
     /// Finds a flow by `plugin:flow`, or by a bare flow id if only one
@@ -459,6 +525,16 @@ impl LoginProcesses {
     ) -> Result<(String, StepView), ProcessError> {
         self.reap().await;
         let (plugin, flow_id) = self.resolve_flow(flow)?;
+        let from_provider = plugin
+            .manifest
+            .login_flows
+            .iter()
+            .any(|f| f.id == flow_id && f.from_provider);
+        let provider = if from_provider {
+            Some(self.provider_flow(&plugin, &flow_id)?)
+        } else {
+            None
+        };
         if let Some(old) = &relogin {
             let owned = self.logins.store.get(old)?.is_some_and(|r| r.owner == user);
             if !owned {
@@ -494,6 +570,7 @@ impl LoginProcesses {
                 process: tokio::sync::Mutex::new(Process {
                     user: user.to_owned(),
                     plugin: plugin.clone(),
+                    provider: None,
                     relogin: relogin.clone(),
                     instance: None,
                     step: StepView {
@@ -514,8 +591,10 @@ impl LoginProcesses {
             entry
         };
         let mut process = placeholder.process.lock().await;
+        let runs = provider.as_ref().map_or(&plugin, |p| &p.plugin).clone();
+        process.provider = provider;
         let first = async {
-            let mut instance = self.registry.process(&plugin, &id).await?;
+            let mut instance = self.registry.process(&runs, &id).await?;
             let relogin_id = relogin.as_ref().map(|k| k.id.clone());
             let first = answer(instance.start(&flow_id, relogin_id.as_deref()).await);
             process.instance = Some(instance);
@@ -689,6 +768,32 @@ impl LoginProcesses {
                 metadata,
                 step_id,
             } => {
+                let (login_id, remote_name, metadata) = match &process.provider {
+                    // The provider's part is done: the connector makes the
+                    // login of what it produced.
+                    Some(provider) => {
+                        let grant = ProviderGrant {
+                            provider: provider.plugin.id().to_owned(),
+                            account_id: login_id,
+                            account_name: remote_name,
+                            material: metadata,
+                        };
+                        let flow = provider.flow.clone();
+                        let connector = process.plugin.clone();
+                        let relogin = process.relogin.as_ref().map(|k| k.id.clone());
+                        let finished = self
+                            .finish_with_connector(id, connector, &flow, grant, relogin)
+                            .await;
+                        match finished {
+                            Ok(done) => (done.login_id, done.remote_name, done.metadata),
+                            Err(error) => {
+                                self.end(id, process, Finish::Cancelled).await;
+                                return Err(error);
+                            }
+                        }
+                    }
+                    None => (login_id, remote_name, metadata),
+                };
                 let owner = (
                     process.user.clone(),
                     process.plugin.clone(),
@@ -701,6 +806,31 @@ impl LoginProcesses {
                 self.end(id, process, Finish::Completed).await;
                 Ok(Progress::Completed(completed))
             }
+        }
+    }
+
+    /// Runs the connector's `provider-login.finish` on what its provider's
+    /// flow produced, in a fresh connector instance of the same process.
+    /// (Takes what it needs of the process by value: a `&Process` cannot
+    /// be held across an await.)
+    async fn finish_with_connector(
+        &self,
+        id: &str,
+        connector: Arc<LoadedPlugin>,
+        flow: &str,
+        grant: ProviderGrant,
+        relogin: Option<String>,
+    ) -> Result<CompleteStep, ProcessError> {
+        let mut connector = self.registry.process(&connector, id).await?;
+        match connector
+            .finish_provider_login(flow, grant, relogin.as_deref())
+            .await?
+        {
+            Ok(done) => Ok(done),
+            Err(PluginError::InvalidInput(message) | PluginError::BadCredentials(message)) => {
+                Err(ProcessError::Plugin(message))
+            }
+            Err(other) => Err(ProcessError::Plugin(other.to_string())),
         }
     }
 
@@ -786,8 +916,12 @@ impl LoginProcesses {
             instance.cancel().await;
         }
         process.finished = Some(finish);
-        if let Err(error) = self.registry.clear_process_state(process.plugin.id(), id) {
-            tracing::warn!(%error, process = id, "failed to clear a login process's state");
+        self.captures.close_all(id);
+        let provider = process.provider.as_ref().map(|p| p.plugin.id());
+        for plugin in std::iter::once(process.plugin.id()).chain(provider) {
+            if let Err(error) = self.registry.clear_process_state(plugin, id) {
+                tracing::warn!(%error, process = id, "failed to clear a login process's state");
+            }
         }
         self.processes
             .lock()

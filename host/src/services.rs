@@ -5,9 +5,10 @@ use std::sync::Arc;
 
 use weft_runtime::events::RemoteEvent;
 use weft_runtime::plugin::LoadedPlugin;
-use weft_runtime::{HostServices, LoginInfo, LoginKey};
+use weft_runtime::{CapturePage, CaptureSession, HostServices, LoginInfo, LoginKey};
 use weft_storage as storage;
 
+use crate::capture::CaptureSessions;
 use crate::logins::{BridgeState, LoginStore};
 use crate::matrix::ids;
 use crate::outbox::Outbox;
@@ -21,16 +22,24 @@ pub struct RuntimeServices {
     bot_localpart: Option<String>,
     /// Counts plugin loads and upgrades, for whoever waits for a plugin.
     plugin_loads: tokio::sync::watch::Sender<u64>,
+    /// The capture pages of login processes.
+    captures: Arc<CaptureSessions>,
 }
 
 impl RuntimeServices {
     /// The services over the login records and the outbox.
-    pub fn new(logins: LoginStore, outbox: Arc<Outbox>, bot_localpart: Option<String>) -> Self {
+    pub fn new(
+        logins: LoginStore,
+        outbox: Arc<Outbox>,
+        bot_localpart: Option<String>,
+        captures: Arc<CaptureSessions>,
+    ) -> Self {
         Self {
             logins,
             outbox,
             bot_localpart,
             plugin_loads: tokio::sync::watch::Sender::new(0),
+            captures,
         }
     }
 
@@ -70,6 +79,18 @@ impl HostServices for RuntimeServices {
 
     fn set_metadata(&self, login: &LoginKey, metadata: String) -> storage::Result<bool> {
         self.logins.set_metadata(login, metadata)
+    }
+
+    fn open_capture(&self, process: &str, page: CapturePage) -> Result<CaptureSession, String> {
+        self.captures.open(process, page)
+    }
+
+    fn take_capture(&self, process: &str, id: &str) -> Result<Option<String>, String> {
+        self.captures.take(process, id)
+    }
+
+    fn close_capture(&self, process: &str, id: &str) {
+        self.captures.close(process, id);
     }
 
     fn logins_of(&self, plugin: &str) -> storage::Result<Vec<LoginKey>> {

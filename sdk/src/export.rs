@@ -201,6 +201,34 @@ mod login_flow {
     }
 }
 
+mod provider_login {
+    use super::{Export, Login, PluginError, with_plugin};
+    use crate::login::ProviderGrant;
+    use crate::wit::provider_login_export as wit;
+
+    impl<T: Login + Default + 'static> wit::Guest for Export<T> {
+        fn finish(
+            flow_id: String,
+            grant: wit::ProviderGrant,
+            relogin: Option<String>,
+        ) -> Result<wit::Completion, PluginError> {
+            let grant = ProviderGrant {
+                provider: grant.provider,
+                account_id: grant.account_id,
+                account_name: grant.account_name,
+                material: grant.material,
+            };
+            with_plugin(|p: &mut T| p.finish_provider_login(&flow_id, grant, relogin.as_deref()))
+                .map(|c| wit::Completion {
+                    login_id: c.login_id,
+                    remote_name: c.remote_name,
+                    metadata: c.metadata,
+                })
+                .map_err(Into::into)
+        }
+    }
+}
+
 mod tokens {
     use super::{Export, TokenProvider, with_plugin};
     use crate::wit::tokens_export as wit;

@@ -44,6 +44,7 @@ extern crate self as weft_sdk;
 mod error;
 mod export;
 
+pub mod capture;
 pub mod config;
 pub mod connector;
 pub mod credentials;
@@ -61,13 +62,14 @@ pub use connector::{Connector, MatrixEdit, MatrixMedia, MatrixMessage, MatrixRea
 pub use credentials::{Credential, CredentialProvider, CredentialRequest};
 pub use error::{Error, Result};
 pub use login::{
-    CompleteStep, CookieField, CookieSource, CookieSourceKind, CookiesStep, DisplayKind,
-    DisplayStep, FieldKind, InputField, Login, LoginStep, StepInput, StepParams,
+    CompleteStep, Completion, CookieField, CookieSource, CookieSourceKind, CookiesStep,
+    DisplayKind, DisplayStep, FieldKind, InputField, Login, LoginStep, ProviderGrant, StepInput,
+    StepParams,
 };
 pub use tokens::{TokenError, TokenProvider, TokenSet};
 
 /// The version of the `weft:plugin` WIT package this SDK speaks.
-pub const API_VERSION: &str = "0.1.1";
+pub const API_VERSION: &str = "0.1.2";
 
 #[doc(hidden)]
 pub use serde_json as __serde_json;
@@ -100,11 +102,12 @@ pub mod wit {
             inline: "
                 package weft:sdk-bindings;
                 world imports {
-                    include weft:plugin/host-imports@0.1.1;
-                    import weft:plugin/timers@0.1.1;
-                    import weft:plugin/session@0.1.1;
-                    import weft:plugin/matrix@0.1.1;
-                    import weft:plugin/tokens@0.1.1;
+                    include weft:plugin/host-imports@0.1.2;
+                    import weft:plugin/timers@0.1.2;
+                    import weft:plugin/session@0.1.2;
+                    import weft:plugin/matrix@0.1.2;
+                    import weft:plugin/tokens@0.1.2;
+                    import weft:plugin/capture@0.1.2;
                 }
             ",
             world: "weft:sdk-bindings/imports",
@@ -122,7 +125,7 @@ pub mod wit {
                 inline: $inline,
                 world: $world,
                 with: {
-                    "weft:plugin/types@0.1.1": crate::wit::imports::weft::plugin::types,
+                    "weft:plugin/types@0.1.2": crate::wit::imports::weft::plugin::types,
                 },
                 generate_all,
                 pub_export_macro: true,
@@ -150,7 +153,7 @@ pub mod wit {
     pub mod network_api {
         export_world!(
             "weft:sdk-bindings/network-api",
-            "package weft:sdk-bindings; world network-api { export weft:plugin/network-api@0.1.1; }",
+            "package weft:sdk-bindings; world network-api { export weft:plugin/network-api@0.1.2; }",
             "export_network_api",
             "weft_sdk::wit::network_api"
         );
@@ -160,7 +163,7 @@ pub mod wit {
     pub mod login_flow {
         export_world!(
             "weft:sdk-bindings/login-flow",
-            "package weft:sdk-bindings; world login-flow { export weft:plugin/login-flow@0.1.1; }",
+            "package weft:sdk-bindings; world login-flow { export weft:plugin/login-flow@0.1.2; }",
             "export_login_flow",
             "weft_sdk::wit::login_flow"
         );
@@ -170,7 +173,7 @@ pub mod wit {
     pub mod media_handler {
         export_world!(
             "weft:sdk-bindings/media-handler",
-            "package weft:sdk-bindings; world media-handler { export weft:plugin/media-handler@0.1.1; }",
+            "package weft:sdk-bindings; world media-handler { export weft:plugin/media-handler@0.1.2; }",
             "export_media_handler",
             "weft_sdk::wit::media_handler"
         );
@@ -180,7 +183,7 @@ pub mod wit {
     pub mod receipt_handler {
         export_world!(
             "weft:sdk-bindings/receipt-handler",
-            "package weft:sdk-bindings; world receipt-handler { export weft:plugin/receipt-handler@0.1.1; }",
+            "package weft:sdk-bindings; world receipt-handler { export weft:plugin/receipt-handler@0.1.2; }",
             "export_receipt_handler",
             "weft_sdk::wit::receipt_handler"
         );
@@ -191,11 +194,11 @@ pub mod wit {
     pub mod backfill {
         wit_bindgen::generate!({
             path: "../wit/v0.1",
-            inline: "package weft:sdk-bindings; world backfill { export weft:plugin/backfill@0.1.1; }",
+            inline: "package weft:sdk-bindings; world backfill { export weft:plugin/backfill@0.1.2; }",
             world: "weft:sdk-bindings/backfill",
             with: {
-                "weft:plugin/types@0.1.1": crate::wit::imports::weft::plugin::types,
-                "weft:plugin/matrix@0.1.1": crate::wit::imports::weft::plugin::matrix,
+                "weft:plugin/types@0.1.2": crate::wit::imports::weft::plugin::types,
+                "weft:plugin/matrix@0.1.2": crate::wit::imports::weft::plugin::matrix,
             },
             generate_all,
             pub_export_macro: true,
@@ -205,11 +208,21 @@ pub mod wit {
         });
     }
 
+    /// `provider-login`, exported by connectors (since 0.1.2).
+    pub mod provider_login {
+        export_world!(
+            "weft:sdk-bindings/provider-login",
+            "package weft:sdk-bindings; world provider-login { export weft:plugin/provider-login@0.1.2; }",
+            "export_provider_login",
+            "weft_sdk::wit::provider_login"
+        );
+    }
+
     /// `tokens`, exported by login providers (connectors import it).
     pub mod tokens {
         export_world!(
             standalone "weft:sdk-bindings/tokens",
-            "package weft:sdk-bindings; world tokens { export weft:plugin/tokens@0.1.1; }",
+            "package weft:sdk-bindings; world tokens { export weft:plugin/tokens@0.1.2; }",
             "export_tokens",
             "weft_sdk::wit::tokens"
         );
@@ -219,7 +232,7 @@ pub mod wit {
     pub mod credentials {
         export_world!(
             "weft:sdk-bindings/credentials",
-            "package weft:sdk-bindings; world credentials { export weft:plugin/credentials@0.1.1; }",
+            "package weft:sdk-bindings; world credentials { export weft:plugin/credentials@0.1.2; }",
             "export_credentials",
             "weft_sdk::wit::credentials"
         );
@@ -227,7 +240,7 @@ pub mod wit {
 
     pub(crate) use exports::{
         backfill_export, login_flow_export, media_handler_export, network_api_export,
-        receipt_handler_export, tokens_export,
+        provider_login_export, receipt_handler_export, tokens_export,
     };
 
     /// Short paths to the generated export modules.
@@ -236,6 +249,7 @@ pub mod wit {
         pub(crate) use crate::wit::login_flow::exports::weft::plugin::login_flow as login_flow_export;
         pub(crate) use crate::wit::media_handler::exports::weft::plugin::media_handler as media_handler_export;
         pub(crate) use crate::wit::network_api::exports::weft::plugin::network_api as network_api_export;
+        pub(crate) use crate::wit::provider_login::exports::weft::plugin::provider_login as provider_login_export;
         pub(crate) use crate::wit::receipt_handler::exports::weft::plugin::receipt_handler as receipt_handler_export;
         pub(crate) use crate::wit::tokens::exports::weft::plugin::tokens as tokens_export;
     }
@@ -264,6 +278,9 @@ macro_rules! register_connector {
             );
             $crate::wit::backfill::export_backfill!(
                 __WeftPlugin with_types_in $crate::wit::backfill
+            );
+            $crate::wit::provider_login::export_provider_login!(
+                __WeftPlugin with_types_in $crate::wit::provider_login
             );
         };
     };

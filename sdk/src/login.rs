@@ -263,6 +263,46 @@ impl StepInput {
     }
 }
 
+/// What a login provider's flow produced, for a connector to finish
+/// ([`Login::finish_provider_login`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderGrant {
+    /// The provider plugin's id.
+    pub provider: String,
+    /// The account, in the provider's terms.
+    pub account_id: String,
+    /// The account's display name, as the provider knows it.
+    pub account_name: String,
+    /// The captured material: pass it to [`crate::tokens::from_captured`].
+    pub material: String,
+}
+
+/// The login a connector makes of a provider's grant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// The login id, stable for the remote account.
+    pub login_id: String,
+    /// The remote account's display name.
+    pub remote_name: String,
+    /// The connector's metadata for the login (JSON text).
+    pub metadata: String,
+}
+
+impl Completion {
+    /// A completion; `metadata` is serialized to JSON.
+    pub fn new<M: serde::Serialize>(
+        login_id: impl Into<String>,
+        remote_name: impl Into<String>,
+        metadata: &M,
+    ) -> crate::Result<Self> {
+        Ok(Self {
+            login_id: login_id.into(),
+            remote_name: remote_name.into(),
+            metadata: serde_json::to_string(metadata)?,
+        })
+    }
+}
+
 /// Login flows. Every method defaults to "unsupported".
 pub trait Login {
     /// Starts flow `flow_id`. `relogin` is the id of the login being
@@ -280,6 +320,19 @@ pub trait Login {
 
     /// The user gave up or the process timed out.
     fn login_cancel(&mut self) {}
+
+    /// For a connector: the login provider completed flow `flow_id`, one
+    /// the manifest declares `from-provider = true`. Make the login of
+    /// `grant`, usually with [`crate::tokens::from_captured`].
+    fn finish_provider_login(
+        &mut self,
+        flow_id: &str,
+        grant: ProviderGrant,
+        relogin: Option<&str>,
+    ) -> crate::Result<Completion> {
+        let _ = (flow_id, grant, relogin);
+        Err(crate::Error::unsupported("logins from a login provider"))
+    }
 }
 
 /// Conversions between the SDK's login types and the generated

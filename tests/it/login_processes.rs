@@ -1,6 +1,7 @@
 //! Login processes on their own (no homeserver): each runs in a fresh
 //! instance and belongs to its user.
 
+use weft_host::capture::{CaptureSessions, SESSION_TTL};
 use weft_host::login_process::{LoginProcesses, ProcessError, Progress, StepInput, StepParamsView};
 use weft_host::logins::LoginKey;
 use weft_tests::host::TestHost;
@@ -12,6 +13,7 @@ async fn a_cookies_step_is_shaped_like_bridgev2_and_completes_a_login() {
         test.host.registry().clone(),
         test.host.logins().clone(),
         test.host.config().clone(),
+        CaptureSessions::new(None, SESSION_TTL),
     );
     let (id, step) = processes
         .start("@carol:test", "probe:cookies", None)
@@ -59,6 +61,7 @@ async fn a_login_process_belongs_to_its_user_and_cancelling_ends_it() {
         test.host.registry().clone(),
         test.host.logins().clone(),
         test.host.config().clone(),
+        CaptureSessions::new(None, SESSION_TTL),
     );
     let (id, step) = processes
         .start("@carol:test", "probe:token", None)
@@ -109,6 +112,7 @@ async fn one_user_cannot_hold_more_login_processes_than_the_cap_nor_take_everyon
         test.host.registry().clone(),
         test.host.logins().clone(),
         test.host.config().clone(),
+        CaptureSessions::new(None, SESSION_TTL),
     );
     for _ in 0..3 {
         processes

@@ -4,6 +4,7 @@
 
 mod backfill;
 mod bridge;
+mod capture;
 mod double_puppet;
 mod hibernation;
 mod homeserver_faults;
@@ -14,6 +15,7 @@ mod limits;
 mod logging;
 mod login_processes;
 mod media;
+mod msal;
 mod outbound_http;
 mod providers;
 mod provisioning;

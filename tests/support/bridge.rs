@@ -71,6 +71,11 @@ pub struct BridgeOptions {
     /// Runs the host as a separate process (`weft run`), so the test can
     /// kill it.
     pub process: bool,
+    /// More plugins to load beside echo, by package name (e.g. `probe`,
+    /// `msal`).
+    pub plugins: Vec<&'static str>,
+    /// Config text appended as it is, e.g. their grants and settings.
+    pub config: Vec<String>,
 }
 
 impl BridgeEnv {
@@ -87,6 +92,9 @@ impl BridgeEnv {
         let plugins = dir.path().join("plugins");
         std::fs::create_dir_all(&plugins).unwrap();
         let component = crate::host::copy_component("echo", &plugins);
+        for plugin in &options.plugins {
+            crate::host::copy_component(plugin, &plugins);
+        }
         if !options.manifest_edits.is_empty() {
             let bytes = std::fs::read(&component).unwrap();
             let mut manifest = weft_runtime::plugin::embedded_manifest(&bytes).unwrap();
@@ -149,6 +157,8 @@ private-networks = true
 base-url = "{echo_url}"
 poll-interval-ms = 100
 {echo_settings}
+
+{extra_config}
 "#,
             data = dir.path().join("data").display(),
             plugins = plugins.display(),
@@ -161,6 +171,7 @@ poll-interval-ms = 100
             bridge_settings = options.bridge_settings.join("\n"),
             echo_grants = options.echo_grants.join("\n"),
             echo_settings = options.echo_settings.join("\n"),
+            extra_config = options.config.join("\n"),
         );
         let config = Config::from_toml(&config_text, dir.path()).unwrap();
         let generated = weft_host::matrix::registration::generate(&config).unwrap();

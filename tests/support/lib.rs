@@ -3,6 +3,8 @@
 //! loopback.
 
 pub mod host;
+pub mod ms_identity;
+pub mod msal_cache;
 pub mod servers;
 pub mod sink;
 
@@ -82,6 +84,7 @@ pub fn init_logging() {
 }
 
 pub mod bridge;
+pub mod browser;
 pub mod echo;
 pub mod fault_proxy;
 pub mod matrix;

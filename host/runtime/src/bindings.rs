@@ -1,6 +1,6 @@
-//! Host bindings for `weft:plugin@0.1.1`, generated from `wit/v0.1`, each
-//! exported interface once. Components built against 0.1.0 link too:
-//! wasmtime matches semver-compatible names, and the interfaces 0.1.1
+//! Host bindings for `weft:plugin@0.1.2`, generated from `wit/v0.1`, each
+//! exported interface once. Components built against an earlier 0.1 link too:
+//! wasmtime matches semver-compatible names, and the interfaces later 0.1 versions
 //! added are optional exports.
 //!
 //! The connector world's imports are a superset of every other world's,
@@ -20,7 +20,7 @@
 pub(crate) mod connector {
     wasmtime::component::bindgen!({
         path: "../../wit/v0.1",
-        world: "weft:plugin/connector@0.1.1",
+        world: "weft:plugin/connector@0.1.2",
         imports: { default: async | trappable },
         exports: { default: async },
         with: {
@@ -40,8 +40,8 @@ pub(crate) mod provider {
         inline: "
             package weft:host-bindings;
             world provider-exports {
-                export weft:plugin/tokens@0.1.1;
-                export weft:plugin/credentials@0.1.1;
+                export weft:plugin/tokens@0.1.2;
+                export weft:plugin/credentials@0.1.2;
             }
         ",
         world: "weft:host-bindings/provider-exports",
@@ -57,6 +57,7 @@ pub(crate) use connector::exports::weft::plugin::backfill;
 pub(crate) use connector::exports::weft::plugin::login_flow;
 pub(crate) use connector::exports::weft::plugin::media_handler;
 pub(crate) use connector::exports::weft::plugin::network_api;
+pub(crate) use connector::exports::weft::plugin::provider_login;
 pub(crate) use connector::exports::weft::plugin::receipt_handler;
 pub(crate) use connector::weft::plugin as imports;
 pub(crate) use provider::exports::weft::plugin::credentials;

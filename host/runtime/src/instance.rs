@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use wasmtime::{Store, UpdateDeadline};
 
 use crate::bindings::{
-    backfill, credentials, imports::types, login_flow, media_handler, network_api, receipt_handler,
-    token_exports,
+    backfill, credentials, imports::types, login_flow, media_handler, network_api, provider_login,
+    receipt_handler, token_exports,
 };
 use crate::connector::PluginError;
 use crate::plugin::LoadedPlugin;
@@ -91,6 +91,7 @@ struct Guests {
     media_handler: Option<media_handler::Guest>,
     receipt_handler: Option<receipt_handler::Guest>,
     backfill: Option<backfill::Guest>,
+    provider_login: Option<provider_login::Guest>,
 }
 
 /// A live instance.
@@ -338,6 +339,9 @@ impl Instance {
         /// `backfill.fetch-history` (0.1.1)
         fetch_history(chat_id: &str, limit: u32) -> Result<Vec<backfill::HistoryItem>, types::PluginError>, backfill, call_fetch_history);
     guest_call!(
+        /// `provider-login.finish` (0.1.2)
+        provider_login_finish(flow_id: &str, grant: &provider_login::ProviderGrant, relogin: Option<&str>) -> Result<provider_login::Completion, types::PluginError>, provider_login, call_finish);
+    guest_call!(
         /// `login-flow.start`, of a connector or a login provider
         login_start(flow_id: &str, relogin: Option<&str>) -> Result<login_flow::LoginStep, types::PluginError>, login_flow, call_start);
     guest_call!(
@@ -378,6 +382,7 @@ pub(crate) struct Linked {
     media_handler: Option<media_handler::GuestIndices>,
     receipt_handler: Option<receipt_handler::GuestIndices>,
     backfill: Option<backfill::GuestIndices>,
+    provider_login: Option<provider_login::GuestIndices>,
 }
 
 impl Linked {
@@ -392,6 +397,7 @@ impl Linked {
             media_handler: media_handler::GuestIndices::new(&pre).ok(),
             receipt_handler: receipt_handler::GuestIndices::new(&pre).ok(),
             backfill: backfill::GuestIndices::new(&pre).ok(),
+            provider_login: provider_login::GuestIndices::new(&pre).ok(),
             pre,
         }
     }
@@ -407,6 +413,7 @@ impl Linked {
             "media-handler" => self.media_handler.is_some(),
             "receipt-handler" => self.receipt_handler.is_some(),
             "backfill" => self.backfill.is_some(),
+            "provider-login" => self.provider_login.is_some(),
             _ => false,
         }
     }
@@ -449,6 +456,11 @@ impl Linked {
                 .transpose()?,
             backfill: self
                 .backfill
+                .as_ref()
+                .map(|i| i.load(&mut *store, instance))
+                .transpose()?,
+            provider_login: self
+                .provider_login
                 .as_ref()
                 .map(|i| i.load(&mut *store, instance))
                 .transpose()?,

@@ -53,4 +53,4 @@ pub use metrics::MetricsSnapshot;
 pub use net::is_private;
 pub use provider::ProviderStatus;
 pub use registry::{LoadOutcome, PluginInfo, Registry, RegistryError, RuntimeOptions};
-pub use services::{HostServices, LoginInfo};
+pub use services::{CapturePage, CaptureSession, HostServices, LoginInfo};

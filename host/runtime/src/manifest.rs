@@ -117,14 +117,22 @@ fn default_true() -> bool {
 
 /// A login flow.
 #[derive(Debug, Clone, Deserialize, serde::Serialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct LoginFlowInfo {
     /// The flow id the plugin's `start` receives.
     pub id: String,
-    /// A short name.
+    /// A short name. A connector's flow from its provider may leave it
+    /// out to use the provider's.
+    #[serde(default)]
     pub name: String,
-    /// A sentence about it.
+    /// A sentence about it; likewise.
+    #[serde(default)]
     pub description: String,
+    /// For a connector: the flow of the same id is run by the login
+    /// provider it uses for `tokens`, and the connector finishes the login
+    /// (`provider-login.finish`).
+    #[serde(default)]
+    pub from_provider: bool,
 }
 
 /// The type of a setting.
@@ -231,6 +239,25 @@ impl Manifest {
                     .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
             {
                 return Err(bad("login-flows.id", "use letters, digits, `-` or `_`"));
+            }
+            if flow.from_provider {
+                if self.world != World::Connector {
+                    return Err(bad(
+                        "login-flows.from-provider",
+                        "only a connector's flow can come from a provider",
+                    ));
+                }
+                if !self.capabilities.uses.contains_key("tokens") {
+                    return Err(bad(
+                        "login-flows.from-provider",
+                        "name the provider in capabilities.uses.tokens",
+                    ));
+                }
+            } else if flow.name.is_empty() || flow.description.is_empty() {
+                return Err(bad(
+                    "login-flows",
+                    &format!("flow `{}` needs a name and a description", flow.id),
+                ));
             }
             if !flow_ids.insert(&flow.id) {
                 return Err(bad(

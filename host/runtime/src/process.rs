@@ -4,15 +4,30 @@
 
 use std::sync::Arc;
 
+use crate::bindings::provider_login;
 use crate::connector::PluginError;
 use crate::instance::{CallError, Instance, plugin_error};
-use crate::login_flow::{LoginStep, StepInput};
+use crate::login_flow::{CompleteStep, LoginStep, StepInput};
 use crate::metrics::Metrics;
 use crate::plugin::LoadedPlugin;
 use crate::runtime::Runtime;
 
 /// A plugin's answer to a login-flow call.
 pub type FlowResult = Result<Result<LoginStep, PluginError>, CallError>;
+
+/// What a login provider's flow produced, for the connector to finish
+/// (`provider-login.finish`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProviderGrant {
+    /// The provider plugin's id.
+    pub provider: String,
+    /// The account, in the provider's terms.
+    pub account_id: String,
+    /// The account's display name.
+    pub account_name: String,
+    /// The captured material.
+    pub material: String,
+}
 
 /// The instance of one login process.
 pub struct ProcessInstance {
@@ -63,6 +78,34 @@ impl ProcessInstance {
     pub async fn submit(&mut self, step_id: &str, input: StepInput) -> FlowResult {
         let result = self.instance.login_submit(step_id, &input.into()).await;
         Ok(self.counted(result)?.map(Into::into).map_err(plugin_error))
+    }
+
+    /// `provider-login.finish`: the connector makes a login of what its
+    /// provider's flow produced.
+    pub async fn finish_provider_login(
+        &mut self,
+        flow: &str,
+        grant: ProviderGrant,
+        relogin: Option<&str>,
+    ) -> Result<Result<CompleteStep, PluginError>, CallError> {
+        let grant = provider_login::ProviderGrant {
+            provider: grant.provider,
+            account_id: grant.account_id,
+            account_name: grant.account_name,
+            material: grant.material,
+        };
+        let result = self
+            .instance
+            .provider_login_finish(flow, &grant, relogin)
+            .await;
+        Ok(self
+            .counted(result)?
+            .map_err(plugin_error)
+            .map(|c| CompleteStep {
+                login_id: c.login_id,
+                remote_name: c.remote_name,
+                metadata: c.metadata,
+            }))
     }
 
     /// `login-flow.cancel`, if the instance is still usable.

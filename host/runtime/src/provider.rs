@@ -74,9 +74,23 @@ pub(crate) struct ProviderHandle {
 }
 
 impl ProviderHandle {
-    /// Starts the actor of `key` on `plugin`.
+    /// Starts the actor of `key` on `plugin`, its instance serving the
+    /// login of the key.
     pub(crate) fn spawn(
         key: ProviderKey,
+        plugin: Arc<LoadedPlugin>,
+        runtime: Arc<Runtime>,
+    ) -> Self {
+        let role = InstanceRole::Login(key.0.clone());
+        Self::spawn_as(key, role, plugin, runtime)
+    }
+
+    /// Starts an actor of `plugin` whose instance serves `role`, e.g. a
+    /// login process (the caller keeps the only handle; the actor ends
+    /// when it is dropped).
+    pub(crate) fn spawn_as(
+        key: ProviderKey,
+        role: InstanceRole,
         plugin: Arc<LoadedPlugin>,
         runtime: Arc<Runtime>,
     ) -> Self {
@@ -88,6 +102,7 @@ impl ProviderHandle {
         };
         let actor = ProviderActor {
             key,
+            role,
             plugin,
             shared,
             runtime,
@@ -156,6 +171,7 @@ impl ProviderHandle {
 
 struct ProviderActor {
     key: ProviderKey,
+    role: InstanceRole,
     plugin: Arc<LoadedPlugin>,
     shared: Arc<std::sync::Mutex<Arc<LoadedPlugin>>>,
     runtime: Arc<Runtime>,
@@ -203,9 +219,13 @@ impl ProviderActor {
     }
 
     async fn instance(&mut self, plugin: Arc<LoadedPlugin>) -> Result<Instance, String> {
-        let role = InstanceRole::Login(self.key.0.clone());
-        let ctx = InstanceContext::new(plugin.clone(), role, self.runtime.clone(), None)
-            .map_err(|e| format!("the host's storage failed: {e}"))?;
+        let ctx = InstanceContext::new(
+            plugin.clone(),
+            self.role.clone(),
+            self.runtime.clone(),
+            None,
+        )
+        .map_err(|e| format!("the host's storage failed: {e}"))?;
         Metrics::bump(&self.runtime.metrics.instances_created);
         // Instantiation, like the calls, runs for a connector that holds a
         // permit already.

@@ -582,18 +582,49 @@ impl Registry {
         login: &LoginKey,
         provider: &str,
     ) -> Result<ProviderHandle, String> {
-        let Some(current) = self.plugin(provider) else {
-            return Err(format!("the token provider `{provider}` is not loaded"));
-        };
-        if current.manifest.world != World::LoginProvider {
-            return Err(format!("plugin `{provider}` is not a login provider"));
-        }
+        let current = self.login_provider(provider)?;
         let key = (login.clone(), provider.to_owned());
         let mut providers = self.providers.lock().expect("provider table poisoned");
         let handle = providers
             .entry(key.clone())
             .or_insert_with(|| ProviderHandle::spawn(key, current, self.runtime.clone()));
         Ok(handle.clone())
+    }
+
+    /// A provider actor for login process `process` of connector `caller`,
+    /// outside the table: the caller's handle is the only one, and the
+    /// actor ends with it.
+    pub(crate) fn process_provider(
+        &self,
+        caller: &str,
+        process: &str,
+        provider: &str,
+    ) -> Result<ProviderHandle, String> {
+        let current = self.login_provider(provider)?;
+        let key = (
+            LoginKey::new(caller, format!("process {process}")),
+            provider.to_owned(),
+        );
+        let role = InstanceRole::LoginProcess {
+            process: process.to_owned(),
+        };
+        Ok(ProviderHandle::spawn_as(
+            key,
+            role,
+            current,
+            self.runtime.clone(),
+        ))
+    }
+
+    /// Login provider `provider`, if it is loaded and is one.
+    pub fn login_provider(&self, provider: &str) -> Result<Arc<LoadedPlugin>, String> {
+        let Some(current) = self.plugin(provider) else {
+            return Err(format!("the token provider `{provider}` is not loaded"));
+        };
+        if current.manifest.world != World::LoginProvider {
+            return Err(format!("plugin `{provider}` is not a login provider"));
+        }
+        Ok(current)
     }
 
     /// A provider actor asks to end: it may if no handle is out and its

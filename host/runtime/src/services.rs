@@ -67,4 +67,45 @@ pub trait HostServices: Send + Sync + 'static {
     fn plugin_current(&self, plugin: &LoadedPlugin) {
         let _ = plugin;
     }
+
+    /// Opens a capture page for login process `process` (`capture.open`).
+    /// A host that serves no pages refuses.
+    fn open_capture(&self, process: &str, page: CapturePage) -> Result<CaptureSession, String> {
+        let _ = (process, page);
+        Err("this host serves no capture pages".into())
+    }
+
+    /// What was captured in session `id` of `process`, once
+    /// (`capture.take`). `Err` if there is no such session.
+    fn take_capture(&self, process: &str, id: &str) -> Result<Option<String>, String> {
+        let _ = (process, id);
+        Err("this host serves no capture pages".into())
+    }
+
+    /// Closes session `id` of `process` (`capture.close`).
+    fn close_capture(&self, process: &str, id: &str) {
+        let _ = (process, id);
+    }
+}
+
+/// A capture page as a plugin describes it (plain text).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CapturePage {
+    /// The heading.
+    pub title: String,
+    /// What to do, one step each.
+    pub steps: Vec<String>,
+    /// Text the user copies.
+    pub snippet: Option<String>,
+    /// The paste box's label.
+    pub field_label: String,
+}
+
+/// An open capture session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaptureSession {
+    /// Its id.
+    pub id: String,
+    /// Its page's URL.
+    pub url: String,
 }

@@ -9,7 +9,7 @@
 
 use crate::bindings::imports::tokens::{Host, TokenError, TokenSet};
 use crate::provider::TokenCall;
-use crate::state::PluginState;
+use crate::state::{InstanceRole, PluginState};
 
 impl PluginState {
     async fn route_tokens(&mut self, call: TokenCall) -> Result<TokenSet, TokenError> {
@@ -19,17 +19,20 @@ impl PluginState {
                 "plugin {caller} names no token provider (capabilities.uses.tokens in its manifest)"
             )));
         };
-        let Some(login) = self.login().cloned() else {
-            return Err(TokenError::Unavailable(
-                "token calls need a login; this instance runs a login process".into(),
-            ));
-        };
         let Some(registry) = self.ctx.runtime.registry.upgrade() else {
             return Err(TokenError::Unavailable("the host is shutting down".into()));
         };
-        let handle = registry
-            .provider(&login, &provider)
-            .map_err(TokenError::Unavailable)?;
+        let handle = match &self.ctx.role {
+            InstanceRole::Login(login) => registry.provider(login, &provider),
+            // A login process (e.g. a connector finishing a provider's
+            // login) gets a provider instance of its own, in the process's
+            // namespace, for this call only.
+            InstanceRole::LoginProcess { process } => {
+                registry.process_provider(&caller, process, &provider)
+            }
+            InstanceRole::Standalone => Err("token calls need a login or a login process".into()),
+        }
+        .map_err(TokenError::Unavailable)?;
         handle.call(call, self.deadline).await
     }
 }
