@@ -11,7 +11,12 @@
 //! - an unknown, closed or expired session gets 404; sessions expire after
 //!   30 minutes and end with their process;
 //! - the page loads nothing from elsewhere and may send only to its own
-//!   capture endpoint (a nonce-based Content-Security-Policy).
+//!   capture endpoint (a nonce-based Content-Security-Policy naming it);
+//! - the page names the Matrix user the login is for, so a link passed to
+//!   someone else does not trick them into logging in for its sender;
+//! - a capture for an unknown or used session is refused before its body
+//!   is read; bodies must arrive within 10 s, and a few captures at most
+//!   are read at once.
 //!
 //! `GET {public-url}/login/{id}` serves the page and `POST
 //! {public-url}/login/{id}/capture` with `{"storage": "..."}` captures.
@@ -22,29 +27,44 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{DefaultBodyLimit, Path, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::extract::{Path, Request, State};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use bytes::Bytes;
+use http_body_util::{BodyExt, LengthLimitError, Limited};
 use rand::RngCore;
+use tower::limit::GlobalConcurrencyLimitLayer;
 use weft_runtime::{CapturePage, CaptureSession};
 
 /// How long a session lives at most (less if login processes time out
 /// sooner: a page never outlives its process).
 pub const SESSION_TTL: Duration = Duration::from_secs(30 * 60);
 /// The largest capture body.
-pub const MAX_CAPTURE_BYTES: usize = 512 << 10;
+pub(crate) const MAX_CAPTURE_BYTES: usize = 512 << 10;
 /// The most sessions one login process may hold at once.
 const MAX_PER_PROCESS: usize = 4;
 /// The most sessions the host holds at once.
 const MAX_SESSIONS: usize = 4096;
+/// The most steps a page lists.
+pub(crate) const MAX_STEPS: usize = 20;
+/// How long a capture's body may take to arrive.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How many captures are read at once, host-wide.
+const CONCURRENT_CAPTURES: usize = 16;
 
 const PAGE: &str = include_str!("capture/page.html");
+
+/// A plugin within a login process: in a flow run by a login provider,
+/// the provider and the connector share the process but not its pages.
+#[derive(Clone, PartialEq, Eq)]
+struct Owner {
+    plugin: String,
+    process: String,
+}
 
 enum Capture {
     Waiting,
@@ -53,7 +73,10 @@ enum Capture {
 }
 
 struct Session {
-    process: String,
+    /// The plugin and the login process that opened it.
+    owner: Owner,
+    /// The Matrix user the login is for.
+    user: String,
     page: CapturePage,
     opened: Instant,
     capture: Capture,
@@ -66,6 +89,9 @@ pub struct CaptureSessions {
     public_url: RwLock<Option<String>>,
     ttl: Duration,
     sessions: Mutex<HashMap<String, Session>>,
+    /// The login processes in progress, with their Matrix user: only they
+    /// may open pages.
+    processes: Mutex<HashMap<String, String>>,
 }
 
 impl CaptureSessions {
@@ -76,12 +102,13 @@ impl CaptureSessions {
             public_url: RwLock::new(public_url.map(|u| u.trim_end_matches('/').to_owned())),
             ttl: ttl.min(SESSION_TTL),
             sessions: Mutex::new(HashMap::new()),
+            processes: Mutex::new(HashMap::new()),
         })
     }
 
     /// Sets the public URL to the listener's bound address, unless the
     /// operator configured one.
-    pub fn default_public_url(&self, url: String) {
+    pub(crate) fn default_public_url(&self, url: String) {
         let mut public = self.public_url.write().expect("capture lock poisoned");
         if public.is_none() {
             *public = Some(url);
@@ -94,8 +121,22 @@ impl CaptureSessions {
         sessions
     }
 
-    /// Opens a session for login process `process`.
-    pub fn open(&self, process: &str, page: CapturePage) -> Result<CaptureSession, String> {
+    /// Login process `process` of Matrix user `user` began: it may open
+    /// pages until [`Self::close_all`].
+    pub fn register(&self, process: &str, user: &str) {
+        self.processes
+            .lock()
+            .expect("capture lock poisoned")
+            .insert(process.to_owned(), user.to_owned());
+    }
+
+    /// Opens a session for `plugin` in login process `process`.
+    pub fn open(
+        &self,
+        plugin: &str,
+        process: &str,
+        page: CapturePage,
+    ) -> Result<CaptureSession, String> {
         let Some(base) = self
             .public_url
             .read()
@@ -103,18 +144,37 @@ impl CaptureSessions {
             .clone()
         else {
             return Err(
-                "this host serves no capture pages: it has no [appservice] listener".into(),
+                "this host serves no login pages: it has no [appservice] listener, or it listens on all addresses and [appservice] public-url is not set".into(),
             );
         };
+        let Some(user) = self
+            .processes
+            .lock()
+            .expect("capture lock poisoned")
+            .get(process)
+            .cloned()
+        else {
+            return Err("no such login process".into());
+        };
+        if page.steps.len() > MAX_STEPS {
+            return Err(format!("a login page lists at most {MAX_STEPS} steps"));
+        }
+        let owner = Owner {
+            plugin: plugin.to_owned(),
+            process: process.to_owned(),
+        };
         let mut sessions = self.sessions();
-        let mine = sessions.values().filter(|s| s.process == process).count();
+        let mine = sessions
+            .values()
+            .filter(|s| s.owner.process == process)
+            .count();
         if mine >= MAX_PER_PROCESS {
             return Err(format!(
-                "a login process may hold at most {MAX_PER_PROCESS} capture pages; close one first"
+                "a login process may hold at most {MAX_PER_PROCESS} login pages; close one first"
             ));
         }
         if sessions.len() >= MAX_SESSIONS {
-            return Err("the bridge has too many capture pages open; try again later".into());
+            return Err("the bridge has too many login pages open; try again later".into());
         }
         let mut id = [0u8; 32];
         rand::rng().fill_bytes(&mut id);
@@ -122,7 +182,8 @@ impl CaptureSessions {
         sessions.insert(
             id.clone(),
             Session {
-                process: process.to_owned(),
+                owner,
+                user,
                 page,
                 opened: Instant::now(),
                 capture: Capture::Waiting,
@@ -134,12 +195,12 @@ impl CaptureSessions {
         })
     }
 
-    /// What was captured in session `id` of `process`, once.
-    pub fn take(&self, process: &str, id: &str) -> Result<Option<String>, String> {
+    /// What was captured in session `id` of `plugin` in `process`, once.
+    pub fn take(&self, plugin: &str, process: &str, id: &str) -> Result<Option<String>, String> {
         let mut sessions = self.sessions();
         let session = sessions
             .get_mut(id)
-            .filter(|s| s.process == process)
+            .filter(|s| s.owner.plugin == plugin && s.owner.process == process)
             .ok_or_else(|| "no such capture session (it may have expired)".to_owned())?;
         Ok(
             match std::mem::replace(&mut session.capture, Capture::Taken) {
@@ -153,27 +214,25 @@ impl CaptureSessions {
         )
     }
 
-    /// Closes session `id` of `process`.
-    pub fn close(&self, process: &str, id: &str) {
+    /// Closes session `id` of `plugin` in `process`.
+    pub fn close(&self, plugin: &str, process: &str, id: &str) {
         let mut sessions = self.sessions();
-        if sessions.get(id).is_some_and(|s| s.process == process) {
+        if sessions
+            .get(id)
+            .is_some_and(|s| s.owner.plugin == plugin && s.owner.process == process)
+        {
             sessions.remove(id);
         }
     }
 
-    /// Closes every session of `process` (it ended).
+    /// Login process `process` ended: its sessions close, and it may open
+    /// no more.
     pub fn close_all(&self, process: &str) {
-        self.sessions().retain(|_, s| s.process != process);
-    }
-
-    /// How many sessions are open (for tests and the admin API).
-    pub fn len(&self) -> usize {
-        self.sessions().len()
-    }
-
-    /// Whether none is open.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.processes
+            .lock()
+            .expect("capture lock poisoned")
+            .remove(process);
+        self.sessions().retain(|_, s| s.owner.process != process);
     }
 
     /// Stores a capture: the first wins.
@@ -189,11 +248,41 @@ impl CaptureSessions {
         }
     }
 
-    fn page(&self, id: &str) -> Option<(CapturePage, bool)> {
-        self.sessions()
-            .get(id)
-            .map(|s| (s.page.clone(), !matches!(s.capture, Capture::Waiting)))
+    /// What the page of session `id` shows: its text, its user, and
+    /// whether it was used.
+    fn page(&self, id: &str) -> Option<PageView> {
+        self.sessions().get(id).map(|s| PageView {
+            page: s.page.clone(),
+            user: s.user.clone(),
+            used: !matches!(s.capture, Capture::Waiting),
+            minutes_left: (self.ttl.saturating_sub(s.opened.elapsed()).as_secs() / 60).max(1),
+        })
     }
+
+    /// Whether session `id` would take a capture now.
+    fn waiting(&self, id: &str) -> Result<(), Refusal> {
+        match self.sessions().get(id) {
+            None => Err(Refusal::Unknown),
+            Some(s) if matches!(s.capture, Capture::Waiting) => Ok(()),
+            Some(_) => Err(Refusal::AlreadyCaptured),
+        }
+    }
+
+    fn public_url(&self) -> String {
+        self.public_url
+            .read()
+            .expect("capture lock poisoned")
+            .clone()
+            .unwrap_or_default()
+    }
+}
+
+/// A page to render.
+struct PageView {
+    page: CapturePage,
+    user: String,
+    used: bool,
+    minutes_left: u64,
 }
 
 /// Why a capture was refused.
@@ -203,6 +292,7 @@ enum Refusal {
     AlreadyCaptured,
     NotJson(String),
     TooLarge,
+    TooSlow,
     Unreadable,
 }
 
@@ -213,6 +303,7 @@ impl Refusal {
             Self::AlreadyCaptured => StatusCode::CONFLICT,
             Self::NotJson(_) | Self::Unreadable => StatusCode::BAD_REQUEST,
             Self::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::TooSlow => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -222,28 +313,32 @@ impl Refusal {
             Self::AlreadyCaptured => "This link was already used; what was sent first stands. Start a new login to send something else.".into(),
             Self::NotJson(error) => format!("That is not the copied text: it is not valid JSON ({error}). Copy it again and paste all of it."),
             Self::TooLarge => format!("That is too large: a capture holds at most {} KiB.", MAX_CAPTURE_BYTES >> 10),
+            Self::TooSlow => "The text took too long to arrive; press send again.".into(),
             Self::Unreadable => "The request could not be read.".into(),
         }
     }
 }
 
 /// The capture routes, to merge into the public listener's router.
-pub fn router(sessions: Arc<CaptureSessions>) -> Router {
+pub(crate) fn router(sessions: Arc<CaptureSessions>) -> Router {
     Router::new()
         .route("/login/{id}", get(page))
         .route(
             "/login/{id}/capture",
-            axum::routing::post(capture).layer(DefaultBodyLimit::max(MAX_CAPTURE_BYTES)),
+            axum::routing::post(capture)
+                .layer(GlobalConcurrencyLimitLayer::new(CONCURRENT_CAPTURES)),
         )
         .with_state(sessions)
 }
 
 /// Headers every answer carries: nothing cached, no referrer, no framing.
-fn hardened(mut response: Response, nonce: Option<&str>) -> Response {
-    let csp = match nonce {
-        Some(nonce) => format!(
+/// A page (with its script's `nonce`) may send only to `capture_url`.
+fn hardened(mut response: Response, page: Option<(&str, &str)>) -> Response {
+    let csp = match page {
+        Some((nonce, capture_url)) => format!(
             "default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; \
-             connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'"
+             connect-src {capture_url}; form-action {capture_url}; base-uri 'none'; \
+             frame-ancestors 'none'"
         ),
         None => "default-src 'none'; frame-ancestors 'none'".to_owned(),
     };
@@ -262,46 +357,70 @@ fn hardened(mut response: Response, nonce: Option<&str>) -> Response {
     response
 }
 
-fn render(id: &str, page: &CapturePage, state: &str, message: &str) -> (String, String) {
+/// The page of session `id`, and its script's nonce.
+fn render(id: &str, view: &PageView, state: &str, message: &str) -> (String, String) {
     let mut nonce = [0u8; 16];
     rand::rng().fill_bytes(&mut nonce);
     let nonce = URL_SAFE_NO_PAD.encode(nonce);
     let text = |s: &str| html_escape::encode_double_quoted_attribute(s).into_owned();
-    let steps: String = page
-        .steps
-        .iter()
-        .map(|s| format!("<li>{}</li>", text(s)))
-        .collect();
-    let snippet = page.snippet.as_ref().map_or_else(String::new, |s| {
-        format!(
-            "<div class=\"snippet\"><pre><code id=\"snippet\">{}</code></pre>\
-             <button id=\"copy\" class=\"secondary\" type=\"button\">Copy</button></div>",
-            text(s)
-        )
-    });
-    let html = PAGE
-        .replace("{{nonce}}", &nonce)
-        .replace("{{title}}", &text(&page.title))
-        .replace("{{steps}}", &steps)
-        .replace("{{snippet}}", &snippet)
-        .replace("{{label}}", &text(&page.field_label))
+    let page = &view.page;
+    let html = fill(PAGE, |name| match name {
+        "nonce" => nonce.clone(),
+        "title" => text(&page.title),
+        "user" => text(&view.user),
+        "minutes" => view.minutes_left.to_string(),
+        "steps" => page
+            .steps
+            .iter()
+            .map(|s| format!("<li>{}</li>", text(s)))
+            .collect(),
+        "snippet" => page.snippet.as_ref().map_or_else(String::new, |s| {
+            format!(
+                "<div class=\"snippet\"><pre><code id=\"snippet\">{}</code></pre>\
+                 <button id=\"copy\" class=\"secondary\" type=\"button\">Copy</button></div>",
+                text(s)
+            )
+        }),
+        "label" => text(&page.field_label),
         // Relative to /login/{id}, so a reverse proxy's path prefix holds.
-        .replace("{{action}}", &format!("{}/capture", text(id)))
-        .replace("{{state}}", state)
-        .replace("{{message}}", &text(message));
+        "action" => format!("{}/capture", text(id)),
+        "state" => state.to_owned(),
+        "message" => text(message),
+        _ => String::new(),
+    });
     (html, nonce)
+}
+
+/// Replaces each `{{name}}` of `template` with `value(name)`, in one pass:
+/// text a value brings in is never read as a placeholder.
+fn fill(template: &str, value: impl Fn(&str) -> String) -> String {
+    let mut out = String::with_capacity(template.len() * 2);
+    let mut rest = template;
+    while let Some(start) = rest.find("{{") {
+        out.push_str(&rest[..start]);
+        let after = &rest[start + 2..];
+        let Some(end) = after.find("}}") else {
+            out.push_str(&rest[start..]);
+            return out;
+        };
+        out.push_str(&value(&after[..end]));
+        rest = &after[end + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 async fn page(State(sessions): State<Arc<CaptureSessions>>, Path(id): Path<String>) -> Response {
     match sessions.page(&id) {
-        Some((page, used)) => {
-            let (state, message) = if used {
-                ("success", "Received already. Go back to your Matrix client.")
+        Some(view) => {
+            let (state, message) = if view.used {
+                ("success", "Sent already. Go back to your Matrix client.")
             } else {
                 ("idle", "")
             };
-            let (html, nonce) = render(&id, &page, state, message);
-            hardened(Html(html).into_response(), Some(&nonce))
+            let (html, nonce) = render(&id, &view, state, message);
+            let capture_url = format!("{}/login/{id}/capture", sessions.public_url());
+            hardened(Html(html).into_response(), Some((&nonce, &capture_url)))
         }
         None => hardened(
             (
@@ -326,28 +445,28 @@ struct CaptureBody {
 async fn capture(
     State(sessions): State<Arc<CaptureSessions>>,
     Path(id): Path<String>,
-    headers: HeaderMap,
-    body: Result<Bytes, BytesRejection>,
+    request: Request,
 ) -> Response {
-    let form = headers
+    let form = request
+        .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    let outcome = body
-        .map_err(|rejection| {
-            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                Refusal::TooLarge
-            } else {
-                Refusal::Unreadable
-            }
-        })
-        .and_then(|body| storage(&body, form))
-        .and_then(|material| sessions.capture(&id, material));
+    // The session is checked before a byte of the body is read.
+    let outcome = match sessions.waiting(&id) {
+        Ok(()) => read_body(request)
+            .await
+            .and_then(|body| storage(&body, form))
+            .and_then(|material| sessions.capture(&id, material)),
+        Err(refusal) => Err(refusal),
+    };
     if let Err(refusal) = &outcome {
         tracing::info!(status = %refusal.status(), "a capture was refused");
     }
     let message = match &outcome {
-        Ok(()) => "Received. Go back to your Matrix client: the login goes on there.".to_owned(),
+        Ok(()) => {
+            "Sent. Go back to your Matrix client: it tells you whether the login worked.".to_owned()
+        }
         Err(refusal) => refusal.message(),
     };
     let status = outcome
@@ -357,9 +476,13 @@ async fn capture(
         // The no-JavaScript path: the page again, showing the outcome.
         let state = if outcome.is_ok() { "success" } else { "error" };
         return match sessions.page(&id) {
-            Some((page, _)) => {
-                let (html, nonce) = render(&id, &page, state, &message);
-                hardened((status, Html(html)).into_response(), Some(&nonce))
+            Some(view) => {
+                let (html, nonce) = render(&id, &view, state, &message);
+                let capture_url = format!("{}/login/{id}/capture", sessions.public_url());
+                hardened(
+                    (status, Html(html)).into_response(),
+                    Some((&nonce, &capture_url)),
+                )
             }
             None => hardened((status, message).into_response(), None),
         };
@@ -370,6 +493,26 @@ async fn capture(
         serde_json::json!({ "error": message })
     };
     hardened((status, Json(body)).into_response(), None)
+}
+
+/// Reads a capture's body: at most [`MAX_CAPTURE_BYTES`] (refused as soon
+/// as it says or shows it is larger), within [`BODY_TIMEOUT`].
+async fn read_body(request: Request) -> Result<Bytes, Refusal> {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|length| length > MAX_CAPTURE_BYTES) {
+        return Err(Refusal::TooLarge);
+    }
+    let body = Limited::new(request.into_body(), MAX_CAPTURE_BYTES);
+    match tokio::time::timeout(BODY_TIMEOUT, body.collect()).await {
+        Err(_) => Err(Refusal::TooSlow),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        Ok(Err(error)) if error.is::<LengthLimitError>() => Err(Refusal::TooLarge),
+        Ok(Err(_)) => Err(Refusal::Unreadable),
+    }
 }
 
 /// The captured text from a JSON or form body; it must itself be JSON.
@@ -397,39 +540,61 @@ mod tests {
         CapturePage {
             title: "Log in <now>".into(),
             steps: vec!["Open <b>this</b>".into()],
-            snippet: Some("copy(\"x\")".into()),
+            snippet: Some("copy(\"{{user}}\")".into()),
             field_label: "Paste".into(),
         }
     }
 
+    fn sessions(ttl: Duration) -> Arc<CaptureSessions> {
+        let sessions = CaptureSessions::new(Some("https://bridge.example/".into()), ttl);
+        sessions.register("lp_a", "@alice:example.org");
+        sessions.register("lp_b", "@bob:example.org");
+        sessions
+    }
+
     #[test]
-    fn session_ids_carry_256_random_bits_and_belong_to_their_process() {
-        let sessions = CaptureSessions::new(Some("https://bridge.example/".into()), SESSION_TTL);
-        let a = sessions.open("lp_a", page()).unwrap();
-        let b = sessions.open("lp_b", page()).unwrap();
+    fn session_ids_carry_256_random_bits_and_belong_to_their_plugin_and_process() {
+        let sessions = sessions(SESSION_TTL);
+        let a = sessions.open("msal", "lp_a", page()).unwrap();
+        let b = sessions.open("msal", "lp_b", page()).unwrap();
         assert_ne!(a.id, b.id);
         assert_eq!(URL_SAFE_NO_PAD.decode(&a.id).unwrap().len(), 32);
         assert_eq!(a.url, format!("https://bridge.example/login/{}", a.id));
-        // Another process cannot take or close it.
-        assert!(sessions.take("lp_b", &a.id).is_err());
-        sessions.close("lp_b", &a.id);
-        assert_eq!(sessions.take("lp_a", &a.id).unwrap(), None);
+        // Another process, or another plugin in the same process, cannot
+        // take or close it.
+        assert!(sessions.take("msal", "lp_b", &a.id).is_err());
+        assert!(sessions.take("teams", "lp_a", &a.id).is_err());
+        sessions.close("msal", "lp_b", &a.id);
+        sessions.close("teams", "lp_a", &a.id);
+        assert_eq!(sessions.take("msal", "lp_a", &a.id).unwrap(), None);
+    }
+
+    #[test]
+    fn only_a_registered_login_process_opens_pages() {
+        let sessions = sessions(SESSION_TTL);
+        assert!(sessions.open("msal", "lp_unknown", page()).is_err());
+        sessions.close_all("lp_a");
+        assert!(sessions.open("msal", "lp_a", page()).is_err());
     }
 
     #[test]
     fn the_first_capture_wins_and_is_taken_once() {
-        let sessions = CaptureSessions::new(Some("http://h".into()), SESSION_TTL);
-        let s = sessions.open("lp", page()).unwrap();
+        let sessions = sessions(SESSION_TTL);
+        let s = sessions.open("msal", "lp_a", page()).unwrap();
         sessions.capture(&s.id, "{\"a\":1}".into()).unwrap();
         assert!(matches!(
             sessions.capture(&s.id, "{\"b\":2}".into()),
             Err(Refusal::AlreadyCaptured)
         ));
+        assert!(matches!(
+            sessions.waiting(&s.id),
+            Err(Refusal::AlreadyCaptured)
+        ));
         assert_eq!(
-            sessions.take("lp", &s.id).unwrap().as_deref(),
+            sessions.take("msal", "lp_a", &s.id).unwrap().as_deref(),
             Some("{\"a\":1}")
         );
-        assert_eq!(sessions.take("lp", &s.id).unwrap(), None);
+        assert_eq!(sessions.take("msal", "lp_a", &s.id).unwrap(), None);
         assert!(matches!(
             sessions.capture(&s.id, "{}".into()),
             Err(Refusal::AlreadyCaptured)
@@ -438,21 +603,26 @@ mod tests {
 
     #[test]
     fn a_process_holds_a_bounded_number_of_sessions_and_loses_them_when_it_ends() {
-        let sessions = CaptureSessions::new(Some("http://h".into()), SESSION_TTL);
+        let sessions = sessions(SESSION_TTL);
         for _ in 0..MAX_PER_PROCESS {
-            sessions.open("lp", page()).unwrap();
+            sessions.open("msal", "lp_a", page()).unwrap();
         }
-        assert!(sessions.open("lp", page()).is_err());
-        sessions.close_all("lp");
-        assert!(sessions.is_empty());
+        assert!(sessions.open("msal", "lp_a", page()).is_err());
+        let many = CapturePage {
+            steps: vec![String::new(); MAX_STEPS + 1],
+            ..page()
+        };
+        assert!(sessions.open("msal", "lp_b", many).is_err());
+        sessions.close_all("lp_a");
+        assert!(sessions.sessions().is_empty());
     }
 
     #[test]
     fn a_session_past_its_lifetime_is_gone() {
-        let sessions = CaptureSessions::new(Some("http://h".into()), Duration::from_millis(30));
-        let s = sessions.open("lp", page()).unwrap();
+        let sessions = sessions(Duration::from_millis(30));
+        let s = sessions.open("msal", "lp_a", page()).unwrap();
         std::thread::sleep(Duration::from_millis(60));
-        assert!(sessions.take("lp", &s.id).is_err());
+        assert!(sessions.take("msal", "lp_a", &s.id).is_err());
         assert!(matches!(
             sessions.capture(&s.id, "{}".into()),
             Err(Refusal::Unknown)
@@ -460,21 +630,31 @@ mod tests {
     }
 
     #[test]
-    fn without_a_public_listener_no_page_opens() {
+    fn without_a_public_url_no_page_opens() {
         let sessions = CaptureSessions::new(None, SESSION_TTL);
-        let error = sessions.open("lp", page()).unwrap_err();
-        assert!(error.contains("[appservice]"), "{error}");
+        sessions.register("lp", "@alice:example.org");
+        let error = sessions.open("msal", "lp", page()).unwrap_err();
+        assert!(error.contains("public-url"), "{error}");
     }
 
     #[test]
-    fn the_page_escapes_what_the_plugin_wrote_and_carries_a_fresh_nonce() {
-        let (html, nonce) = render("abc", &page(), "idle", "");
+    fn the_page_names_its_user_escapes_what_the_plugin_wrote_and_carries_a_fresh_nonce() {
+        let view = PageView {
+            page: page(),
+            user: "@alice:example.org".into(),
+            used: false,
+            minutes_left: 29,
+        };
+        let (html, nonce) = render("abc", &view, "idle", "");
         assert!(html.contains("Log in &lt;now&gt;"));
         assert!(html.contains("<li>Open &lt;b&gt;this&lt;/b&gt;</li>"));
-        assert!(!html.contains("<b>"));
+        assert!(html.contains("This login is for <strong>@alice:example.org</strong>"));
+        assert!(html.contains("expires in 29 minutes"));
+        // A placeholder in the plugin's text stays text.
+        assert!(html.contains("copy(&quot;{{user}}&quot;)"));
         assert!(html.contains(&format!("<script nonce=\"{nonce}\">")));
         assert!(html.contains("action=\"abc/capture\""));
-        let (_, other) = render("abc", &page(), "idle", "");
+        let (_, other) = render("abc", &view, "idle", "");
         assert_ne!(nonce, other);
     }
 

@@ -273,6 +273,10 @@ async fn check_plugin(config_path: &Path, path: &Path) -> Result<()> {
     let config = if config_path.exists() {
         Config::load(config_path)?
     } else {
+        println!(
+            "note: no config file at {}: checking against the default grants (pass --config to use yours)",
+            config_path.display()
+        );
         Config::from_toml("", Path::new("."))?
     };
     crate::init_tls();
@@ -299,6 +303,18 @@ async fn check_plugin(config_path: &Path, path: &Path) -> Result<()> {
             .map(ToString::to_string)
             .collect::<Vec<_>>(),
     );
+    if !plugin.capabilities.private_networks {
+        for pattern in plugin
+            .capabilities
+            .http
+            .iter()
+            .filter(|p| p.names_private_host())
+        {
+            println!(
+                "warning: {pattern} is a loopback or private address, but the grant lacks `private-networks = true`: every request to it will be refused"
+            );
+        }
+    }
     Ok(())
 }
 

@@ -261,7 +261,12 @@ impl Config {
             .with_context(|| format!("failed to read {}", path.display()))?;
         let mut config: Config = toml::from_str(&text)
             .with_context(|| format!("{} is not a valid weft config", path.display()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
+        // An absolute base, so a relative `--config` (whose parent is the
+        // empty path) still yields absolute paths: wasmtime's compile
+        // cache, among others, refuses relative ones.
+        let path = std::path::absolute(path)
+            .with_context(|| format!("failed to resolve {}", path.display()))?;
+        let base = path.parent().unwrap_or(Path::new("/"));
         config.resolve_paths(base);
         config.check()?;
         Ok(config)
@@ -270,7 +275,8 @@ impl Config {
     /// Parses a config from text, with paths relative to `base`.
     pub fn from_toml(text: &str, base: &Path) -> Result<Self> {
         let mut config: Config = toml::from_str(text).context("not a valid weft config")?;
-        config.resolve_paths(base);
+        let base = std::path::absolute(base).context("failed to resolve the config's directory")?;
+        config.resolve_paths(&base);
         config.check()?;
         Ok(config)
     }
@@ -293,6 +299,20 @@ impl Config {
     }
 
     fn check(&self) -> Result<()> {
+        if let Some(url) = self
+            .appservice
+            .as_ref()
+            .and_then(|a| a.public_url.as_deref())
+        {
+            let parsed = url::Url::parse(url)
+                .with_context(|| format!("[appservice] public-url `{url}` is not a URL"))?;
+            if !matches!(parsed.scheme(), "http" | "https")
+                || parsed.query().is_some()
+                || parsed.fragment().is_some()
+            {
+                bail!("[appservice] public-url must be an http(s) URL without query or fragment");
+            }
+        }
         if let Some(admin) = &self.admin
             && admin.token.len() < 16
         {
@@ -333,6 +353,33 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_relative_config_path_yields_absolute_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("weft.toml"), "data-dir = \"data\"\n").unwrap();
+        // As `weft --config weft.toml run` from the config's directory.
+        let relative = pathdiff(dir.path());
+        let config = Config::load(&relative.join("weft.toml")).unwrap();
+        assert!(
+            config.data_dir.is_absolute(),
+            "{}",
+            config.data_dir.display()
+        );
+        assert!(config.compile_cache_dir().unwrap().is_absolute());
+        assert!(config.plugins.dir.is_absolute());
+    }
+
+    /// `dir` relative to the current directory, through `..` as needed.
+    fn pathdiff(dir: &Path) -> PathBuf {
+        let here = std::env::current_dir().unwrap();
+        let ups = here.components().count() - 1;
+        let mut path = PathBuf::new();
+        for _ in 0..ups {
+            path.push("..");
+        }
+        path.join(dir.strip_prefix("/").unwrap())
+    }
+
     use super::*;
 
     #[test]

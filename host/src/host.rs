@@ -86,6 +86,7 @@ impl Host {
             captures.clone(),
         ));
         let registry = Registry::new(config.runtime_options(), storage.clone(), services.clone())?;
+        registry.clear_all_process_state()?;
         let logins = Logins::new(
             login_store,
             registry.clone(),
@@ -147,7 +148,11 @@ impl Host {
                 .await
                 .context("failed to start the appservice server")?;
             tracing::info!(%addr, "appservice and provisioning API listening");
-            captures.default_public_url(format!("http://{addr}"));
+            // A listener on all addresses has no one address to link to:
+            // then the operator must say (`public-url`).
+            if !addr.ip().is_unspecified() {
+                captures.default_public_url(format!("http://{addr}"));
+            }
             appservice_addr = Some(addr);
             servers.push(task);
             prepare_bot(&the_bridge).await;

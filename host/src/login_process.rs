@@ -76,9 +76,14 @@ pub enum ProcessError {
         "this remote account is already logged in by another Matrix user; they must log out first"
     )]
     LoginConflict,
-    /// The plugin refused the input or failed.
+    /// The plugin refused the input, or failed for now: the step stands,
+    /// and the user may try again.
     #[error("{0}")]
     Plugin(String),
+    /// The plugin ended the login (e.g. the user declined it elsewhere, or
+    /// it gave up): the process is over.
+    #[error("{0}")]
+    Failed(String),
     /// The plugin's instance trapped or timed out; the process is over.
     #[error("the login process failed: {0}")]
     Crashed(#[from] CallError),
@@ -241,6 +246,10 @@ struct Process {
     provider: Option<ProviderFlow>,
     relogin: Option<LoginKey>,
     instance: Option<ProcessInstance>,
+    /// What the provider's flow produced, kept while the connector's
+    /// `finish` failed for now: the next wait or submit tries it again
+    /// (the user's approval is not thrown away for a 503).
+    pending_grant: Option<ProviderGrant>,
     step: StepView,
     poll_after_ms: u32,
     finished: Option<Finish>,
@@ -389,13 +398,24 @@ fn plugin_step(step: LoginStep) -> PluginStep {
     }
 }
 
-/// Sorts a plugin's answer: a step, its refusal (shown to the user as the
-/// plugin wrote it), or a crash.
+/// Sorts a plugin's answer: a step, a refusal or temporary failure that
+/// leaves the step standing (shown to the user as the plugin wrote it), a
+/// failure that ends the process, or a crash.
 fn answer(result: FlowResult) -> Result<PluginStep, ProcessError> {
-    match result? {
-        Ok(step) => Ok(plugin_step(step)),
-        Err(PluginError::InvalidInput(message)) => Err(ProcessError::Plugin(message)),
-        Err(other) => Err(ProcessError::Plugin(other.to_string())),
+    result?.map(plugin_step).map_err(plugin_failure)
+}
+
+/// Whether a plugin's error leaves the step standing (`invalid-input`,
+/// `transient`) or ends the process (anything else), as `login-flow.wit`
+/// documents.
+fn plugin_failure(error: PluginError) -> ProcessError {
+    match error {
+        PluginError::InvalidInput(message) => ProcessError::Plugin(message),
+        PluginError::Transient(message) => ProcessError::Plugin(format!(
+            "{message} (a temporary failure: try again in a moment)"
+        )),
+        PluginError::BadCredentials(message) => ProcessError::Failed(message),
+        other => ProcessError::Failed(other.to_string()),
     }
 }
 
@@ -573,6 +593,7 @@ impl LoginProcesses {
                     provider: None,
                     relogin: relogin.clone(),
                     instance: None,
+                    pending_grant: None,
                     step: StepView {
                         kind: "starting".into(),
                         step_id: String::new(),
@@ -588,6 +609,7 @@ impl LoginProcesses {
                 user: user.to_owned(),
             });
             processes.insert(id.clone(), entry.clone());
+            self.captures.register(&id, user);
             entry
         };
         let mut process = placeholder.process.lock().await;
@@ -729,6 +751,16 @@ impl LoginProcesses {
         step_id: &str,
         input: StepInput,
     ) -> Result<Progress, ProcessError> {
+        if let Some(grant) = process.pending_grant.take() {
+            // The provider is done; only the connector's finish is left.
+            let again = PluginStep::Complete {
+                login_id: grant.account_id,
+                remote_name: grant.account_name,
+                metadata: grant.material,
+                step_id: process.step.step_id.clone(),
+            };
+            return self.settle(id, process, Ok(again)).await;
+        }
         let instance = process
             .instance
             .as_mut()
@@ -746,10 +778,10 @@ impl LoginProcesses {
     ) -> Result<Progress, ProcessError> {
         let step = match step {
             Ok(step) => step,
-            Err(ProcessError::Crashed(error)) => {
-                // The instance is gone: the process cannot go on.
+            Err(error @ (ProcessError::Crashed(_) | ProcessError::Failed(_))) => {
+                // The instance is gone, or the plugin ended the login.
                 self.end(id, process, Finish::Cancelled).await;
-                return Err(ProcessError::Crashed(error));
+                return Err(error);
             }
             Err(other) => return Err(other),
         };
@@ -782,10 +814,14 @@ impl LoginProcesses {
                         let connector = process.plugin.clone();
                         let relogin = process.relogin.as_ref().map(|k| k.id.clone());
                         let finished = self
-                            .finish_with_connector(id, connector, &flow, grant, relogin)
+                            .finish_with_connector(id, connector, &flow, grant.clone(), relogin)
                             .await;
                         match finished {
                             Ok(done) => (done.login_id, done.remote_name, done.metadata),
+                            Err(error @ ProcessError::Plugin(_)) => {
+                                process.pending_grant = Some(grant);
+                                return Err(error);
+                            }
                             Err(error) => {
                                 self.end(id, process, Finish::Cancelled).await;
                                 return Err(error);
@@ -822,16 +858,15 @@ impl LoginProcesses {
         relogin: Option<String>,
     ) -> Result<CompleteStep, ProcessError> {
         let mut connector = self.registry.process(&connector, id).await?;
-        match connector
+        connector
             .finish_provider_login(flow, grant, relogin.as_deref())
             .await?
-        {
-            Ok(done) => Ok(done),
-            Err(PluginError::InvalidInput(message) | PluginError::BadCredentials(message)) => {
-                Err(ProcessError::Plugin(message))
-            }
-            Err(other) => Err(ProcessError::Plugin(other.to_string())),
-        }
+            .map_err(|error| match error {
+                // Only a temporary failure may be tried again; a refusal of
+                // what the provider produced would be refused again.
+                PluginError::InvalidInput(message) => ProcessError::Failed(message),
+                other => plugin_failure(other),
+            })
     }
 
     /// Stores the login a process produced. (Takes the process's user,
@@ -917,8 +952,10 @@ impl LoginProcesses {
         }
         process.finished = Some(finish);
         self.captures.close_all(id);
-        let provider = process.provider.as_ref().map(|p| p.plugin.id());
-        for plugin in std::iter::once(process.plugin.id()).chain(provider) {
+        // The connector's own state, and its token provider's (which ran
+        // the flow, or served `tokens` calls in it).
+        let provider = process.plugin.capabilities.uses.get("tokens");
+        for plugin in std::iter::once(process.plugin.id()).chain(provider.map(String::as_str)) {
             if let Err(error) = self.registry.clear_process_state(plugin, id) {
                 tracing::warn!(%error, process = id, "failed to clear a login process's state");
             }

@@ -81,16 +81,26 @@ impl HostServices for RuntimeServices {
         self.logins.set_metadata(login, metadata)
     }
 
-    fn open_capture(&self, process: &str, page: CapturePage) -> Result<CaptureSession, String> {
-        self.captures.open(process, page)
+    fn open_capture(
+        &self,
+        plugin: &str,
+        process: &str,
+        page: CapturePage,
+    ) -> Result<CaptureSession, String> {
+        self.captures.open(plugin, process, page)
     }
 
-    fn take_capture(&self, process: &str, id: &str) -> Result<Option<String>, String> {
-        self.captures.take(process, id)
+    fn take_capture(
+        &self,
+        plugin: &str,
+        process: &str,
+        id: &str,
+    ) -> Result<Option<String>, String> {
+        self.captures.take(plugin, process, id)
     }
 
-    fn close_capture(&self, process: &str, id: &str) {
-        self.captures.close(process, id);
+    fn close_capture(&self, plugin: &str, process: &str, id: &str) {
+        self.captures.close(plugin, process, id);
     }
 
     fn logins_of(&self, plugin: &str) -> storage::Result<Vec<LoginKey>> {

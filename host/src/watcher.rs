@@ -70,6 +70,10 @@ pub fn watch(
         .watcher()
         .watch(&dir, RecursiveMode::NonRecursive)?;
     tokio::spawn(async move {
+        // What each refused file held when it was refused: reading a file
+        // can itself raise events, and a file that has not changed is not
+        // tried (and reported) again.
+        let mut refused: BTreeMap<PathBuf, [u8; 32]> = BTreeMap::new();
         while let Some(path) = rx.recv().await {
             let component = match path.extension().and_then(|e| e.to_str()) {
                 Some("wasm") => path,
@@ -77,8 +81,25 @@ pub fn watch(
                 _ => continue,
             };
             if component.is_file() {
+                let print = fingerprint(&component);
+                if print.is_some() && refused.get(&component) == print.as_ref() {
+                    continue;
+                }
                 load_one(&registry, &errors, &component).await;
+                let failed = errors
+                    .lock()
+                    .expect("load error map poisoned")
+                    .contains_key(&component);
+                match (failed, print) {
+                    (true, Some(print)) => {
+                        refused.insert(component, print);
+                    }
+                    _ => {
+                        refused.remove(&component);
+                    }
+                }
             } else {
+                refused.remove(&component);
                 unload_removed(&registry, &component).await;
                 errors
                     .lock()
@@ -88,6 +109,18 @@ pub fn watch(
         }
     });
     Ok(debouncer)
+}
+
+/// A digest of a component and the manifest beside it, if it reads.
+fn fingerprint(component: &Path) -> Option<[u8; 32]> {
+    use sha2::{Digest, Sha256};
+    let mut hasher = Sha256::new();
+    hasher.update(std::fs::read(component).ok()?);
+    if let Ok(manifest) = std::fs::read(component.with_extension("toml")) {
+        hasher.update(b"\0manifest\0");
+        hasher.update(manifest);
+    }
+    Some(hasher.finalize().into())
 }
 
 async fn unload_removed(registry: &Registry, path: &Path) {

@@ -264,8 +264,10 @@ impl StepInput {
 }
 
 /// What a login provider's flow produced, for a connector to finish
-/// ([`Login::finish_provider_login`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// ([`Login::finish_provider_login`]). `account_id` and `account_name` may
+/// come from what the user pasted: take the login id from an
+/// authenticated call instead. Its `Debug` leaves the material out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ProviderGrant {
     /// The provider plugin's id.
     pub provider: String,
@@ -277,8 +279,19 @@ pub struct ProviderGrant {
     pub material: String,
 }
 
-/// The login a connector makes of a provider's grant.
-#[derive(Debug, Clone, PartialEq, Eq)]
+impl std::fmt::Debug for ProviderGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderGrant")
+            .field("provider", &self.provider)
+            .field("account_id", &self.account_id)
+            .field("material", &format_args!("<{} bytes>", self.material.len()))
+            .finish_non_exhaustive()
+    }
+}
+
+/// The login a connector makes of a provider's grant. Its `Debug` leaves
+/// the metadata (tokens) out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Completion {
     /// The login id, stable for the remote account.
     pub login_id: String,
@@ -286,6 +299,16 @@ pub struct Completion {
     pub remote_name: String,
     /// The connector's metadata for the login (JSON text).
     pub metadata: String,
+}
+
+impl std::fmt::Debug for Completion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Completion")
+            .field("login_id", &self.login_id)
+            .field("remote_name", &self.remote_name)
+            .field("metadata", &format_args!("<{} bytes>", self.metadata.len()))
+            .finish()
+    }
 }
 
 impl Completion {

@@ -70,22 +70,38 @@ async fn a_valid_capture_unblocks_the_waiting_login_exactly_once_and_a_second_ge
         .unwrap()
         .to_owned();
     assert!(csp.starts_with("default-src 'none'"), "{csp}");
-    assert!(csp.contains("connect-src 'self'"), "{csp}");
+    // It may send only to its own capture URL.
+    assert!(
+        csp.contains(&format!("connect-src {url}/capture;")),
+        "{csp}"
+    );
+    assert!(
+        csp.contains(&format!("form-action {url}/capture;")),
+        "{csp}"
+    );
     assert_eq!(page.headers()["cache-control"], "no-store");
     let html = page.text().await.unwrap();
     assert!(html.contains("Log in to Probe"));
+    // It names the Matrix user the login is for.
+    assert!(
+        html.contains(&format!(
+            "This login is for <strong>{}</strong>",
+            user.user_id
+        )),
+        "{html}"
+    );
     assert!(!html.contains("<script src"), "no external scripts");
 
+    // Two captures before the login takes one: the first wins, the second
+    // is refused and changes nothing.
     let (status, body) = post_capture(&url, storage("alice")).await;
     assert_eq!(status, 200, "{body}");
+    let (status, body) = post_capture(&url, storage("mallory")).await;
+    assert_eq!(status, 409, "{body}");
     let path = step_path(&step, "display_and_wait");
     let (status, done) = env.provision(&user, Method::POST, &path, None).await;
     assert_eq!(status, 200, "{done}");
     assert_eq!(done["complete"]["user_login_id"], "probe:user-alice");
-
-    // A second capture is refused, and the first stands.
-    let (status, body) = post_capture(&url, storage("mallory")).await;
-    assert!(status == 409 || status == 404, "{status} {body}");
     let (_, logins) = env.provision(&user, Method::GET, "/logins", None).await;
     assert_eq!(logins["login_ids"], json!(["probe:user-alice"]), "{logins}");
     let record = env
@@ -161,11 +177,8 @@ async fn two_concurrent_sessions_each_get_their_own_capture() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_cancelled_and_expired_sessions_answer_404() {
-    let mut options = options();
-    // Pages never outlive their login process.
-    options.bridge_settings = vec!["login-timeout-secs = 2".into()];
-    let env = BridgeEnv::start_with(options).await;
+async fn unknown_and_cancelled_sessions_answer_404() {
+    let env = BridgeEnv::start_with(options()).await;
     let user = env.user("erin").await;
 
     let unknown = format!(
@@ -190,8 +203,16 @@ async fn unknown_cancelled_and_expired_sessions_answer_404() {
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(reqwest::get(&url).await.unwrap().status(), 404);
+    assert_eq!(post_capture(&url, storage("late")).await.0, 404);
+}
 
-    // Expired: the page lives no longer than its process (here 2 s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_session_expires_with_its_login_process() {
+    let mut options = options();
+    // Pages never outlive their login process (here 2 s).
+    options.bridge_settings = vec!["login-timeout-secs = 2".into()];
+    let env = BridgeEnv::start_with(options).await;
+    let user = env.user("frank").await;
     let (step, url) = start_capture(&env, &user).await;
     let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
     while reqwest::get(&url).await.unwrap().status() == 200 {
@@ -207,4 +228,45 @@ async fn unknown_cancelled_and_expired_sessions_answer_404() {
     let path = step_path(&step, "display_and_wait");
     let (status, body) = env.provision(&user, Method::POST, &path, None).await;
     assert_ne!(status, 200, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_javascript_the_form_posts_and_the_page_shows_the_outcome() {
+    let env = BridgeEnv::start_with(options()).await;
+    let user = env.user("plain").await;
+    let (step, url) = start_capture(&env, &user).await;
+    let form = |text: &str| {
+        reqwest::Client::new()
+            .post(format!("{url}/capture"))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(
+                url::form_urlencoded::Serializer::new(String::new())
+                    .append_pair("storage", text)
+                    .finish(),
+            )
+            .send()
+    };
+    let refused = form("not json").await.unwrap();
+    assert_eq!(refused.status(), 400);
+    let html = refused.text().await.unwrap();
+    assert!(html.contains("data-state=\"error\""), "{html}");
+    assert!(html.contains("not valid JSON"), "{html}");
+    let accepted = form(&json!({ "user": "gina" }).to_string()).await.unwrap();
+    assert_eq!(accepted.status(), 200);
+    assert!(
+        accepted
+            .text()
+            .await
+            .unwrap()
+            .contains("data-state=\"success\"")
+    );
+    let (_, done) = env
+        .provision(
+            &user,
+            Method::POST,
+            &step_path(&step, "display_and_wait"),
+            None,
+        )
+        .await;
+    assert_eq!(done["complete"]["user_login_id"], "probe:user-gina");
 }

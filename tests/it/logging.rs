@@ -77,3 +77,59 @@ async fn plugin_logs_carry_plugin_version_and_login_and_never_the_token() {
     // The login's token was handled (stored, read back) but never logged.
     assert!(!text.contains(secret), "the token leaked into the logs");
 }
+
+#[tokio::test]
+async fn a_refused_plugin_file_is_reported_once_until_it_changes() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_env_filter("info")
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let refusals = || captured.text().matches("plugin file refused").count();
+
+    let test = TestHost::builder().plugin("probe").watch().start().await;
+    let broken = test.plugins_dir().join("broken.wasm");
+    std::fs::write(&broken, b"not a component").unwrap();
+    weft_tests::eventually(
+        std::time::Duration::from_secs(10),
+        "the broken file is refused",
+        || (refusals() == 1).then_some(()),
+    )
+    .await;
+    // Two later changes go through the watcher (each after its debounce):
+    // a plugin arrives, then leaves. The broken file was not retried
+    // meanwhile.
+    let provider = weft_tests::host::copy_component("token-provider", &test.plugins_dir());
+    weft_tests::eventually(
+        std::time::Duration::from_secs(20),
+        "the provider loads",
+        || test.host.registry().plugin("token-provider").map(drop),
+    )
+    .await;
+    std::fs::remove_file(&provider).unwrap();
+    weft_tests::eventually(
+        std::time::Duration::from_secs(20),
+        "the provider unloads",
+        || {
+            test.host
+                .registry()
+                .plugin("token-provider")
+                .is_none()
+                .then_some(())
+        },
+    )
+    .await;
+    assert_eq!(refusals(), 1, "{}", captured.text());
+
+    // A change to the file is tried (and reported) again.
+    std::fs::write(&broken, b"still not a component").unwrap();
+    weft_tests::eventually(
+        std::time::Duration::from_secs(10),
+        "the changed file is refused again",
+        || (refusals() == 2).then_some(()),
+    )
+    .await;
+}

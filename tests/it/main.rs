@@ -2,9 +2,11 @@
 //! real HTTP servers on loopback (and, for the Matrix side, a real
 //! Synapse). One binary, one module per area.
 
+mod authoring;
 mod backfill;
 mod bridge;
 mod capture;
+mod cli;
 mod double_puppet;
 mod hibernation;
 mod homeserver_faults;

@@ -11,7 +11,7 @@ use weft_tests::bridge::{BridgeEnv, BridgeOptions, step_path};
 use weft_tests::host::{TestHost, ask};
 use weft_tests::matrix::MatrixUser;
 use weft_tests::ms_identity::{Account, Call, MsIdentity, TEAMS_SCOPES};
-use weft_tests::msal_cache::MsalCache;
+use weft_tests::msal_cache::{KeySchema, MsalCache};
 use weft_tests::{browser, eventually};
 
 async fn bridge(identity: &MsIdentity) -> BridgeEnv {
@@ -129,8 +129,10 @@ async fn the_helper_page_in_a_real_browser_completes_a_login_that_refreshes_with
     assert_eq!(report["state"], "success", "{report}");
     let csp = report["csp"].as_str().unwrap();
     assert!(csp.starts_with("default-src 'none'"), "{csp}");
-    // The page sent nothing anywhere but to the bridge.
+    // The page sent nothing anywhere but to the bridge, and its policy
+    // refused nothing of its own.
     assert_eq!(report["blocked"], json!([]), "{report}");
+    assert_eq!(report["console_errors"], json!([]), "{report}");
     let host = url.split("/login/").next().unwrap();
     for request in report["requests"].as_array().unwrap() {
         assert!(request.as_str().unwrap().starts_with(host), "{report}");
@@ -234,19 +236,33 @@ async fn the_paste_flow_explains_a_missing_cookie_and_takes_every_cache_layout()
             .contains("msal.cache.encryption"),
         "{error}"
     );
-    // The msal.2 layout, pasted as the bare localStorage object.
-    let v2 = expired_web_session(&identity, &carol).schema(weft_tests::msal_cache::KeySchema::V2);
-    let (status, done) = env
-        .provision(
-            &user,
-            Method::POST,
-            &path,
-            Some(json!({ "capture": v2.local_storage_json() })),
-        )
-        .await;
-    assert_eq!(status, 200, "{done}");
-    let key = login_key(&done);
-    assert_eq!(key.id, carol.home_account_id);
+    // Every layout MSAL.js has used, pasted as the bare localStorage
+    // object; each is a fresh login of another account.
+    let mut key = None;
+    for (n, schema) in [KeySchema::Unversioned, KeySchema::V1, KeySchema::V2]
+        .into_iter()
+        .enumerate()
+    {
+        let account = Account::new(&format!("user{n}@outlook.com"), &format!("User {n}"));
+        let cache = expired_web_session(&identity, &account).schema(schema);
+        let step = if n == 0 {
+            step.clone()
+        } else {
+            start(&env, &user, "msal-paste").await
+        };
+        let (status, done) = env
+            .provision(
+                &user,
+                Method::POST,
+                &step_path(&step, "user_input"),
+                Some(json!({ "capture": cache.local_storage_json() })),
+            )
+            .await;
+        assert_eq!(status, 200, "{schema:?}: {done}");
+        assert_eq!(login_key(&done).id, account.home_account_id, "{schema:?}");
+        key = Some(login_key(&done));
+    }
+    let key = key.unwrap();
     wait_for_state(&env, &key, StateEvent::Connected).await;
 }
 
@@ -339,7 +355,7 @@ async fn the_device_code_flow_waits_for_approval_and_refreshes_without_an_origin
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_declined_or_expired_device_code_ends_the_login_with_a_plain_message() {
+async fn a_declined_or_expired_device_code_ends_the_login_process_with_a_plain_message() {
     let identity = MsIdentity::start().await;
     let env = bridge(&identity).await;
     let user = env.user("declined").await;
@@ -354,19 +370,17 @@ async fn a_declined_or_expired_device_code_ends_the_login_with_a_plain_message()
             "decline" => identity.decline(&code),
             _ => identity.expire_code(&code),
         }
-        let (status, error) = env
-            .provision(
-                &user,
-                Method::POST,
-                &step_path(&step, "display_and_wait"),
-                None,
-            )
-            .await;
+        let path = step_path(&step, "display_and_wait");
+        let (status, error) = env.provision(&user, Method::POST, &path, None).await;
         assert_eq!(status, 400, "{error}");
         assert!(
             error["error"].as_str().unwrap().contains(expect),
             "{outcome}: {error}"
         );
+        // The process is over: no zombie keeps polling Microsoft or takes
+        // one of the user's few process slots.
+        let (status, gone) = env.provision(&user, Method::POST, &path, None).await;
+        assert_eq!(status, 404, "{outcome}: {gone}");
     }
 }
 

@@ -21,13 +21,18 @@ pub async fn paste_and_send(url: &str, text: &str, screenshot: &str) -> Value {
     let paste = dir.path().join("paste.txt");
     std::fs::write(&paste, text).expect("write the paste");
     let script = crate::workspace().join("tests/browser/capture.mjs");
-    let output = tokio::process::Command::new("node")
+    let run = tokio::process::Command::new("node")
         .arg(&script)
         .arg(url)
         .arg(&paste)
         .arg(artifact(screenshot))
-        .output()
+        .kill_on_drop(true)
+        .output();
+    // The driver waits 15 s for the verdict; a browser that hangs past
+    // that is killed.
+    let output = tokio::time::timeout(std::time::Duration::from_secs(60), run)
         .await
+        .expect("the browser run finishes within a minute")
         .expect("node runs (scripts/setup.sh installs it, Chromium and tests/browser)");
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(

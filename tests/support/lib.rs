@@ -3,8 +3,8 @@
 //! loopback.
 
 pub mod host;
-pub mod ms_identity;
-pub mod msal_cache;
+pub use fake_teams::identity as ms_identity;
+pub use fake_teams::msal_cache;
 pub mod servers;
 pub mod sink;
 

@@ -550,6 +550,9 @@ struct Actor {
     instance: Option<Instance>,
     strikes: u32,
     last_trap: Option<Instant>,
+    /// Plugin errors are logged at warn level at most once a minute per
+    /// login; this counts those not logged since.
+    error_log: ErrorLog,
     backoff: Option<backon::ExponentialBackoff>,
     restart_at: Option<tokio::time::Instant>,
     waiting: bool,
@@ -602,6 +605,7 @@ impl Actor {
             instance: None,
             strikes: 0,
             last_trap: None,
+            error_log: ErrorLog::default(),
             backoff: None,
             restart_at: None,
             waiting: false,
@@ -857,7 +861,11 @@ impl Actor {
             }
             Ok(Err(error)) => {
                 self.healthy();
-                tracing::debug!(login = %self.key, %error, "plugin reported an error");
+                if let Some(suppressed) = self.error_log.admit(Instant::now()) {
+                    tracing::warn!(login = %self.key, %error, suppressed, "plugin reported an error");
+                } else {
+                    tracing::debug!(login = %self.key, %error, "plugin reported an error");
+                }
             }
             Err(error) => self.crashed(error).await,
         }
@@ -1166,5 +1174,48 @@ pub(crate) async fn sleep_until(when: Option<tokio::time::Instant>) {
     match when {
         Some(when) => tokio::time::sleep_until(when).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Rate-limits the warnings about one login's plugin errors: a plugin that
+/// fails on every poll is visible in the log without flooding it.
+#[derive(Default)]
+struct ErrorLog {
+    last: Option<Instant>,
+    suppressed: u32,
+}
+
+impl ErrorLog {
+    const EVERY: Duration = Duration::from_secs(60);
+
+    /// Whether to log an error now; if so, how many were left out since
+    /// the last one logged.
+    fn admit(&mut self, now: Instant) -> Option<u32> {
+        match self.last {
+            Some(last) if now.duration_since(last) < Self::EVERY => {
+                self.suppressed += 1;
+                None
+            }
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.suppressed))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod error_log_tests {
+    use super::*;
+
+    #[test]
+    fn plugin_errors_are_logged_once_a_minute_with_a_count_of_the_rest() {
+        let mut log = ErrorLog::default();
+        let start = Instant::now();
+        assert_eq!(log.admit(start), Some(0));
+        assert_eq!(log.admit(start + Duration::from_secs(1)), None);
+        assert_eq!(log.admit(start + Duration::from_secs(30)), None);
+        assert_eq!(log.admit(start + Duration::from_secs(61)), Some(2));
+        assert_eq!(log.admit(start + Duration::from_secs(62)), None);
     }
 }

@@ -323,6 +323,20 @@ impl UrlPattern {
         Ok(Self { scheme, host, port })
     }
 
+    /// Whether it names a loopback or private host (`localhost`, or an
+    /// address literal the egress rule counts as private), which only a
+    /// grant with `private-networks` may reach.
+    pub fn names_private_host(&self) -> bool {
+        let HostPattern::Exact(host) = &self.host else {
+            return false;
+        };
+        host == "localhost"
+            || host.ends_with(".localhost")
+            || host
+                .parse::<std::net::IpAddr>()
+                .is_ok_and(crate::net::is_private)
+    }
+
     fn effective_port(&self, scheme: &str) -> Option<u16> {
         match self.port {
             PortPattern::Any => None,
@@ -411,6 +425,33 @@ impl fmt::Display for UrlPattern {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn patterns_naming_loopback_or_private_hosts_are_recognized() {
+        for private in [
+            "http://127.0.0.1:*",
+            "http://localhost:8080",
+            "http://[::1]:80",
+            "https://10.1.2.3",
+            "http://app.localhost",
+        ] {
+            assert!(
+                UrlPattern::parse(private).unwrap().names_private_host(),
+                "{private}"
+            );
+        }
+        for public in [
+            "https://example.com",
+            "https://*.example.com",
+            "http://*:*",
+            "https://8.8.8.8",
+        ] {
+            assert!(
+                !UrlPattern::parse(public).unwrap().names_private_host(),
+                "{public}"
+            );
+        }
+    }
 
     fn pattern(s: &str) -> UrlPattern {
         UrlPattern::parse(s).unwrap()

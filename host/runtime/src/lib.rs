@@ -32,7 +32,9 @@ mod imports;
 mod instance;
 mod login;
 pub mod login_flow;
-pub mod manifest;
+/// The plugin manifest (its own crate, so `cargo weft build` checks
+/// manifests with the host's own parser).
+pub use weft_manifest as manifest;
 mod metrics;
 mod net;
 pub mod plugin;

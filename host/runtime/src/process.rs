@@ -16,8 +16,8 @@ use crate::runtime::Runtime;
 pub type FlowResult = Result<Result<LoginStep, PluginError>, CallError>;
 
 /// What a login provider's flow produced, for the connector to finish
-/// (`provider-login.finish`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// (`provider-login.finish`). Its `Debug` leaves the material (tokens) out.
+#[derive(Clone, PartialEq, Eq)]
 pub struct ProviderGrant {
     /// The provider plugin's id.
     pub provider: String,
@@ -27,6 +27,16 @@ pub struct ProviderGrant {
     pub account_name: String,
     /// The captured material.
     pub material: String,
+}
+
+impl std::fmt::Debug for ProviderGrant {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ProviderGrant")
+            .field("provider", &self.provider)
+            .field("account_id", &self.account_id)
+            .field("material", &format_args!("<{} bytes>", self.material.len()))
+            .finish_non_exhaustive()
+    }
 }
 
 /// The instance of one login process.

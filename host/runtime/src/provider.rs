@@ -1,4 +1,6 @@
-//! Login-provider actors: one per (login, provider) pair.
+//! Login-provider actors: one per (login, provider) pair, in the registry's
+//! table; and, outside it, one per `tokens` call a connector makes in a
+//! login process (in the process's namespace, ending with the call).
 //!
 //! A connector's `tokens` import is a message to the actor of its login
 //! provider for the same login. The actor owns the provider's instance

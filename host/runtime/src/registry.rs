@@ -757,6 +757,15 @@ impl Registry {
         Ok(())
     }
 
+    /// Removes the KV state of every login process: none survives a
+    /// restart, so what they left behind (a crash ended them before they
+    /// cleared it) is only stale, and may hold tokens.
+    pub fn clear_all_process_state(&self) -> Result<(), RegistryError> {
+        let namespace = KeyBuf::new().push("p");
+        self.runtime.kv.remove_prefix(namespace.as_bytes())?;
+        Ok(())
+    }
+
     /// Stops every actor, retiring instances gracefully.
     pub async fn shutdown(&self) {
         let slots: Vec<Arc<LoginSlot>> = std::mem::take(&mut *self.slots()).into_values().collect();

@@ -68,23 +68,33 @@ pub trait HostServices: Send + Sync + 'static {
         let _ = plugin;
     }
 
-    /// Opens a capture page for login process `process` (`capture.open`).
-    /// A host that serves no pages refuses.
-    fn open_capture(&self, process: &str, page: CapturePage) -> Result<CaptureSession, String> {
-        let _ = (process, page);
+    /// Opens a capture page for `plugin` in login process `process`
+    /// (`capture.open`). A host that serves no pages refuses.
+    fn open_capture(
+        &self,
+        plugin: &str,
+        process: &str,
+        page: CapturePage,
+    ) -> Result<CaptureSession, String> {
+        let _ = (plugin, process, page);
         Err("this host serves no capture pages".into())
     }
 
-    /// What was captured in session `id` of `process`, once
+    /// What was captured in session `id` of `plugin` in `process`, once
     /// (`capture.take`). `Err` if there is no such session.
-    fn take_capture(&self, process: &str, id: &str) -> Result<Option<String>, String> {
-        let _ = (process, id);
+    fn take_capture(
+        &self,
+        plugin: &str,
+        process: &str,
+        id: &str,
+    ) -> Result<Option<String>, String> {
+        let _ = (plugin, process, id);
         Err("this host serves no capture pages".into())
     }
 
-    /// Closes session `id` of `process` (`capture.close`).
-    fn close_capture(&self, process: &str, id: &str) {
-        let _ = (process, id);
+    /// Closes session `id` of `plugin` in `process` (`capture.close`).
+    fn close_capture(&self, plugin: &str, process: &str, id: &str) {
+        let _ = (plugin, process, id);
     }
 }
 

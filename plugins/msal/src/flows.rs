@@ -193,7 +193,8 @@ impl DeviceCodeFlow {
     /// Asks the token endpoint once whether the user entered the code.
     fn poll(&mut self, settings: &Settings) -> Result<LoginStep> {
         if now_secs() >= self.expires_at {
-            return Err(Error::invalid_input(GrantError::CodeExpired.to_string()));
+            // Over for good: the host ends the login process.
+            return Err(Error::bad_credentials(GrantError::CodeExpired.to_string()));
         }
         let request = grant::device_token_request(settings, &self.code.device_code);
         let answer =
@@ -230,7 +231,7 @@ impl DeviceCodeFlow {
                 | GrantError::CodeExpired
                 | GrantError::InvalidGrant(_)
                 | GrantError::Refused(_)),
-            ) => Err(Error::invalid_input(error.to_string())),
+            ) => Err(Error::bad_credentials(error.to_string())),
         }
     }
 }
@@ -255,7 +256,8 @@ impl HelperFlow {
                     self.attempt
                 );
                 if self.attempt >= MAX_HELPER_ATTEMPTS {
-                    return Err(Error::invalid_input(format!(
+                    // Gives up: the host ends the login process.
+                    return Err(Error::bad_credentials(format!(
                         "That paste had no usable Teams tokens: {problem}. Start the login again to retry."
                     )));
                 }

@@ -114,6 +114,11 @@ impl TokenProvider for Msal {
                     kind.name()
                 );
                 let mut tokens = redeem(&settings, kind, &refresh_token, &scopes)?;
+                // The captured token is spent now: a later refresh of it
+                // gets this rotation.
+                let now = now_secs();
+                let key = rotation::key_for(kind, &refresh_token);
+                rotation::remember(&key, &Rotation::new(now, &scopes, tokens.clone()), now);
                 tokens.account_id = account_id.or(tokens.account_id);
                 Ok(tokens)
             }
@@ -130,12 +135,24 @@ impl TokenProvider for Msal {
         let scopes = effective_scopes(scopes);
         let key = rotation::key_for(kind, raw);
         let now = now_secs();
-        if let Some(tokens) = rotation::lookup(&key).and_then(|r| r.reusable(&scopes, now)) {
-            weft_sdk::info!(
-                "{} refresh token redeemed again: handing out its rotation's tokens",
-                kind.name()
-            );
-            return Ok(tokens);
+        if let Some(record) = rotation::lookup(&key).filter(|r| r.answers(&scopes, now)) {
+            // This token was spent already: never redeem it again.
+            if record.tokens.expires_at > now {
+                weft_sdk::info!(
+                    "{} refresh token redeemed again: handing out its rotation's tokens",
+                    kind.name()
+                );
+                return Ok(record.tokens);
+            }
+            if let Some(rotated) = &record.tokens.refresh_token {
+                weft_sdk::info!(
+                    "{} refresh token redeemed again: redeeming its rotation instead",
+                    kind.name()
+                );
+                // Each step follows a newer record; the chain is as long
+                // as the records kept, at most.
+                return self.refresh(rotated, &scopes);
+            }
         }
         let tokens = redeem(&Settings::load(), kind, raw, &scopes)?;
         rotation::remember(&key, &Rotation::new(now, &scopes, tokens.clone()), now);

@@ -4,11 +4,13 @@
 //! one login's refreshes, but a connector may still redeem the same old
 //! token twice (it read its metadata before the first rotation was
 //! stored); the second redeem could then fail or fork the token chain. So
-//! each refresh leaves a record in the login's KV: SHA-256 of the old
+//! each redeem leaves a record in the login's KV: SHA-256 of the old
 //! token → the set it produced. A repeated refresh of the same old token
-//! for the same scopes, while that set's access token is fresh, gets the
-//! set again without a request. Records live [`TTL_SECS`], at most
-//! [`MAX_RECORDS`] of them; keys hold only hashes, never tokens.
+//! for the same scopes gets that set again without a request while its
+//! access token is fresh, and after that redeems the rotated token in the
+//! set instead of the spent one. Records are kept for [`TTL_SECS`], at
+//! most [`MAX_RECORDS`] of them, pruned on every write; keys hold only
+//! hashes, never tokens.
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -19,7 +21,7 @@ use crate::grant::RefreshKind;
 
 /// How long a rotation is remembered: long enough for a connector's stale
 /// second call, short enough that the stored tokens stay a small target.
-pub(crate) const TTL_SECS: u64 = 600;
+pub(crate) const TTL_SECS: u64 = 3600;
 
 /// The most rotations kept per login.
 pub(crate) const MAX_RECORDS: usize = 8;
@@ -47,12 +49,10 @@ impl Rotation {
         }
     }
 
-    /// The stored set, if it answers a repeat of the refresh for `scopes`
-    /// at `now`: recent, same scopes, access token still fresh.
-    pub(crate) fn reusable(&self, scopes: &[String], now: u64) -> Option<TokenSet> {
-        let recent = now < self.at.saturating_add(TTL_SECS);
-        let fresh = self.tokens.expires_at > now;
-        (recent && fresh && self.scopes == normalize(scopes)).then(|| self.tokens.clone())
+    /// Whether it answers a repeat of the refresh for `scopes` at `now`:
+    /// recent, and for the same scopes.
+    pub(crate) fn answers(&self, scopes: &[String], now: u64) -> bool {
+        now < self.at.saturating_add(TTL_SECS) && self.scopes == normalize(scopes)
     }
 }
 
@@ -155,17 +155,11 @@ mod tests {
     fn a_recent_rotation_answers_a_repeat_for_the_same_scopes() {
         let rotation = Rotation::new(1000, &scopes(&["A", "b"]), set(5000));
         // Same scopes in another order and case.
-        assert_eq!(rotation.reusable(&scopes(&["B a"]), 1100), Some(set(5000)));
+        assert!(rotation.answers(&scopes(&["B a"]), 1100));
         // Other scopes.
-        assert_eq!(rotation.reusable(&scopes(&["a"]), 1100), None);
+        assert!(!rotation.answers(&scopes(&["a"]), 1100));
         // Too late.
-        assert_eq!(
-            rotation.reusable(&scopes(&["a", "b"]), 1000 + TTL_SECS),
-            None
-        );
-        // The stored access token is no longer fresh.
-        let stale = Rotation::new(1000, &scopes(&["a"]), set(1050));
-        assert_eq!(stale.reusable(&scopes(&["a"]), 1100), None);
+        assert!(!rotation.answers(&scopes(&["a", "b"]), 1000 + TTL_SECS));
     }
 
     #[test]

@@ -73,8 +73,10 @@ pub(crate) fn componentize(
 }
 
 /// Reads the manifest, fills in `version` from `Cargo.toml` when it is
-/// absent, and refuses a version that disagrees with it.
-fn read_manifest(path: &Path, package_version: &str) -> Result<toml::Table> {
+/// absent, refuses a version that disagrees with it, and checks the rest
+/// with the host's own parser, so a manifest the host would refuse fails
+/// the build, not the load.
+pub(crate) fn read_manifest(path: &Path, package_version: &str) -> Result<toml::Table> {
     let text = std::fs::read_to_string(path)
         .with_context(|| format!("failed to read {}", path.display()))?;
     let mut manifest: toml::Table =
@@ -94,6 +96,8 @@ fn read_manifest(path: &Path, package_version: &str) -> Result<toml::Table> {
         ),
         Some(_) => {}
     }
+    weft_manifest::Manifest::parse(&toml::to_string(&manifest)?)
+        .map_err(|error| anyhow::anyhow!("{}: {error}", path.display()))?;
     Ok(manifest)
 }
 
@@ -109,6 +113,19 @@ mod tests {
         let manifest = read_manifest(&path, "1.2.3").unwrap();
         // The package version is written into the embedded manifest.
         assert_eq!(manifest["version"].as_str(), Some("1.2.3"));
+    }
+
+    #[test]
+    fn a_manifest_the_host_would_refuse_fails_the_build() {
+        let dir = tempdir();
+        let path = dir.join("weft.toml");
+        std::fs::write(
+            &path,
+            "id = \"feed\"\napi = \"0.1\"\nworld = \"connector\"\npoll-secs = 5\n",
+        )
+        .unwrap();
+        let error = format!("{:#}", read_manifest(&path, "1.2.3").unwrap_err());
+        assert!(error.contains("poll-secs"), "{error}");
     }
 
     #[test]

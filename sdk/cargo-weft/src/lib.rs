@@ -117,9 +117,13 @@ pub fn build(options: &BuildOptions) -> Result<Vec<BuiltPlugin>> {
                 .parse()
                 .with_context(|| format!("package `{}`", package.name))?,
         };
+        let manifest_path = dir.as_std_path().join(manifest);
+        // Before any compiling: a bad manifest fails fast.
+        componentize::read_manifest(&manifest_path, &package.version.to_string())
+            .with_context(|| format!("package `{}`", package.name))?;
         plugins.push(PluginPackage {
             package: package.clone(),
-            manifest_path: dir.as_std_path().join(manifest),
+            manifest_path,
             target,
         });
     }
@@ -134,6 +138,8 @@ pub fn build(options: &BuildOptions) -> Result<Vec<BuiltPlugin>> {
         bail!("no plugins found: a plugin package has a [package.metadata.weft] table");
     }
 
+    // A workspace without its own `[profile.plugin]` gets ours.
+    let supply_profile = !defines_plugin_profile(&workspace_root.join("Cargo.toml"));
     // Plugins of one target share one `std` build in the wasm target
     // directory, so each build after the first is quick.
     let mut by_target: BTreeMap<Target, Vec<&PluginPackage>> = BTreeMap::new();
@@ -154,7 +160,12 @@ pub fn build(options: &BuildOptions) -> Result<Vec<BuiltPlugin>> {
             group.len()
         );
         for plugin in group {
-            toolchain.build(&workspace_root, &wasm_target_dir, &plugin.package.name)?;
+            toolchain.build(
+                &workspace_root,
+                &wasm_target_dir,
+                &plugin.package.name,
+                supply_profile,
+            )?;
             let module_path =
                 toolchain.artifact(&wasm_target_dir, &plugin.package.name.replace('-', "_"));
             let out = componentize::componentize(
@@ -179,4 +190,13 @@ pub fn build(options: &BuildOptions) -> Result<Vec<BuiltPlugin>> {
         }
     }
     Ok(built)
+}
+
+/// Whether the workspace's `Cargo.toml` defines `[profile.plugin]`.
+fn defines_plugin_profile(cargo_toml: &std::path::Path) -> bool {
+    std::fs::read_to_string(cargo_toml)
+        .ok()
+        .and_then(|text| text.parse::<toml::Table>().ok())
+        .and_then(|t| t.get("profile")?.get("plugin").cloned())
+        .is_some()
 }

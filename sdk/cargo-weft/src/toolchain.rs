@@ -127,7 +127,15 @@ impl Toolchain {
     /// Builds `package` as a `cdylib` with the `plugin` profile into
     /// `target_dir`. (Plugin crates are plain libraries, so that native
     /// builds of the workspace link; only here do they become cdylibs.)
-    pub(crate) fn build(&self, workspace: &Path, target_dir: &Path, package: &str) -> Result<()> {
+    /// With `supply_profile`, the profile comes from [`PLUGIN_PROFILE`]
+    /// (for workspaces that do not define their own).
+    pub(crate) fn build(
+        &self,
+        workspace: &Path,
+        target_dir: &Path,
+        package: &str,
+        supply_profile: bool,
+    ) -> Result<()> {
         let triple = self.target.triple();
         let mut command = match &self.route {
             Route::Rustup { cargo } => Command::new(cargo),
@@ -143,7 +151,13 @@ impl Toolchain {
                 "--profile",
                 "plugin",
             ])
-            .args(["--target", triple, "-p", package])
+            .args(["--target", triple, "-p", package]);
+        if supply_profile {
+            for setting in PLUGIN_PROFILE {
+                command.args(["--config", &format!("profile.plugin.{setting}")]);
+            }
+        }
+        command
             .env("CARGO_TARGET_DIR", target_dir)
             // Flags meant for the host build must not leak into the wasm one.
             .env_remove("CARGO_ENCODED_RUSTFLAGS")
@@ -191,6 +205,19 @@ impl Toolchain {
             .join(format!("{lib_name}.wasm"))
     }
 }
+
+/// The `plugin` profile `cargo weft build` uses when the workspace has
+/// none: small and fast code, abort on panic (a panic traps; the host
+/// restarts the instance). The same as this repository's `Cargo.toml`.
+pub(crate) const PLUGIN_PROFILE: &[&str] = &[
+    "inherits=\"release\"",
+    "opt-level=\"s\"",
+    "lto=true",
+    "codegen-units=1",
+    "panic=\"abort\"",
+    "debug=false",
+    "strip=\"debuginfo\"",
+];
 
 fn rustup_route(target: Target) -> Result<Route> {
     // `cargo` sets $CARGO when it runs us as a subcommand; use the same one.

@@ -50,7 +50,7 @@ impl Host for PluginState {
             .ctx
             .runtime
             .host
-            .open_capture(&process, page)
+            .open_capture(self.ctx.plugin.id(), &process, page)
             .map(|s| CaptureSession {
                 id: s.id,
                 url: s.url,
@@ -67,14 +67,15 @@ impl Host for PluginState {
             .ctx
             .runtime
             .host
-            .take_capture(&process, &id)
+            .take_capture(self.ctx.plugin.id(), &process, &id)
             .map_err(PluginError::InvalidInput))
     }
 
     async fn close(&mut self, id: String) -> wasmtime::Result<()> {
         if let Ok(process) = self.process() {
             let process = process.to_owned();
-            self.ctx.runtime.host.close_capture(&process, &id);
+            let plugin = self.ctx.plugin.id().to_owned();
+            self.ctx.runtime.host.close_capture(&plugin, &process, &id);
         }
         Ok(())
     }

@@ -8,12 +8,20 @@
 //! the connector's deadline.
 
 use crate::bindings::imports::tokens::{Host, TokenError, TokenSet};
+use crate::manifest::World;
 use crate::provider::TokenCall;
 use crate::state::{InstanceRole, PluginState};
 
 impl PluginState {
     async fn route_tokens(&mut self, call: TokenCall) -> Result<TokenSet, TokenError> {
         let caller = self.ctx.plugin.id().to_owned();
+        // Only connectors use providers: a provider calling one (itself,
+        // say) would fan out instances until the deadline.
+        if self.ctx.plugin.manifest.world != World::Connector {
+            return Err(TokenError::Unavailable(format!(
+                "plugin {caller} is not a connector; only connectors call token providers"
+            )));
+        }
         let Some(provider) = self.ctx.plugin.capabilities.uses.get("tokens").cloned() else {
             return Err(TokenError::Unavailable(format!(
                 "plugin {caller} names no token provider (capabilities.uses.tokens in its manifest)"

@@ -44,7 +44,7 @@ use rand::Rng as _;
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 
-use crate::ms_identity::{Account, TEAMS_SCOPES, TEAMS_WEB_CLIENT_ID, Tokens};
+use crate::identity::{Account, TEAMS_SCOPES, TEAMS_WEB_CLIENT_ID, Tokens};
 
 /// What the user pastes into the browser console on teams.live.com (the
 /// helper page shows it). It copies `localStorage` and the
@@ -393,7 +393,7 @@ impl MsalCache {
     }
 
     /// The cache of a web session that just signed in with `tokens` (from
-    /// [`crate::ms_identity::MsIdentity::issue_spa_tokens`]): the account,
+    /// [`crate::identity::MsIdentity::issue_spa_tokens`]): the account,
     /// its id token, the `MBI_SSL` access token (target with the OIDC
     /// scopes, as MSAL stores it) and the refresh token.
     pub fn signed_in(tokens: &Tokens) -> Self {
@@ -740,7 +740,7 @@ fn now_millis() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ms_identity::{CONSUMER_TENANT, MBI_SCOPE};
+    use crate::identity::{CONSUMER_TENANT, MBI_SCOPE};
 
     fn ada() -> Account {
         Account {

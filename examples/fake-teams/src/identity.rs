@@ -16,6 +16,11 @@
 //! - `/common/oauth2/devicecode` (v1): starting the device-code flow.
 //! - `/common/oauth2/token` (v1): polling for the device code's tokens.
 //!
+//! [`MsIdentity::start`] serves them alone, on their own port; the fake
+//! Teams ([`crate::FakeTeams`]) serves them at the root of its own server,
+//! sharing the tokens with its skypetoken exchange, and keeps the issued
+//! tokens in its state file.
+//!
 //! Anything else is a 404. Errors come in the identity platform's envelope
 //! (`error`, `error_description` starting `AADSTSnnnn: `, `error_codes`,
 //! `timestamp`, `trace_id`, `correlation_id`, `error_uri`), OAuth errors
@@ -57,12 +62,13 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use rand::Rng as _;
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 /// The consumer (MSA) tenant: the `<utid>` half of every consumer
@@ -116,7 +122,7 @@ const PATH_DEVICE_TOKEN: &str = "/common/oauth2/token";
 const OIDC_SCOPES: [&str; 3] = ["openid", "profile", "offline_access"];
 
 /// A consumer Microsoft account.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Account {
     /// `<uid>.<utid>`, as MSAL keys its cache: for a consumer account the
     /// uid looks like `00000000-0000-0000-xxxx-xxxxxxxxxxxx` and the utid is
@@ -163,7 +169,7 @@ impl Account {
 
 /// Which flow a refresh token came from: it decides which endpoint takes
 /// it and whether it needs an `Origin`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum TokenKind {
     /// Issued to the teams.live.com web app (a single-page app): redeemable
     /// only cross-origin, at `/consumers`, for a fixed 24 h.
@@ -199,7 +205,7 @@ pub struct Tokens {
 
 /// What the fake knows of a live access token, for a fake Teams to check
 /// bearer tokens against.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessTokenInfo {
     /// Whose token it is.
     pub account: Account,
@@ -258,6 +264,7 @@ impl Call {
 }
 
 /// The running fake.
+#[derive(Clone)]
 pub struct MsIdentity {
     addr: SocketAddr,
     state: Arc<Mutex<IdentityState>>,
@@ -265,6 +272,8 @@ pub struct MsIdentity {
 
 struct IdentityState {
     spa_origin: String,
+    /// Where the device-code answer sends the user.
+    verification_url: String,
     interval_secs: u64,
     delay: Duration,
     /// Requests left to fail, and with which status.
@@ -278,6 +287,7 @@ struct IdentityState {
     issued: u64,
 }
 
+#[derive(Clone, Serialize, Deserialize)]
 struct RefreshToken {
     kind: TokenKind,
     account: Account,
@@ -290,7 +300,7 @@ struct RefreshToken {
     seq: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 enum RefreshStatus {
     Live,
     /// Used once; its successor is the live one.
@@ -315,11 +325,47 @@ enum CodeStatus {
     Redeemed,
 }
 
+/// The tokens the fake issued, as a state file keeps them so that logins
+/// survive a restart of the fake (device codes and test switches don't).
+#[derive(Default, Serialize, Deserialize)]
+pub(crate) struct IdentitySnapshot {
+    refresh_tokens: BTreeMap<String, RefreshToken>,
+    access_tokens: BTreeMap<String, AccessTokenInfo>,
+    issued: u64,
+}
+
+/// The verification URL of the real device-code answer.
+pub const MICROSOFT_DEVICE_LOGIN: &str = "https://microsoft.com/devicelogin";
+
+/// The largest request body the endpoints read: a token request is a few
+/// kilobytes.
+const MAX_FORM_BYTES: usize = 64 << 10;
+
 impl MsIdentity {
     /// Starts the fake on a free loopback port.
     pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind a loopback port");
+        let identity = Self::unserved(listener.local_addr().expect("a bound address"));
+        let app = Router::new()
+            .fallback(answer)
+            .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+            .with_state(identity.state.clone());
+        tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(%e, "the fake identity platform stopped");
+            }
+        });
+        identity
+    }
+
+    /// The fake's state, for a server on `addr` that the caller runs with
+    /// [`Self::routes`] (the fake Teams serves both on one listener).
+    pub(crate) fn unserved(addr: SocketAddr) -> Self {
         let state = Arc::new(Mutex::new(IdentityState {
             spa_origin: TEAMS_ORIGIN.to_owned(),
+            verification_url: MICROSOFT_DEVICE_LOGIN.to_owned(),
             interval_secs: 1,
             delay: Duration::ZERO,
             failures: None,
@@ -330,9 +376,42 @@ impl MsIdentity {
             calls: Vec::new(),
             issued: 0,
         }));
-        let app = Router::new().fallback(answer).with_state(state.clone());
-        let addr = crate::servers::serve(app).await;
         Self { addr, state }
+    }
+
+    /// The four endpoints at their paths, to merge into a bigger server:
+    /// unlike [`Self::start`]'s, other paths are left to that server.
+    pub(crate) fn routes<S>(&self) -> Router<S> {
+        let mut router = Router::new();
+        for path in [
+            PATH_SPA_TOKEN,
+            PATH_DEVICE_REFRESH,
+            PATH_DEVICE_CODE,
+            PATH_DEVICE_TOKEN,
+        ] {
+            router = router.route(path, axum::routing::any(answer));
+        }
+        router
+            .layer(DefaultBodyLimit::max(MAX_FORM_BYTES))
+            .with_state(self.state.clone())
+    }
+
+    /// The issued tokens, for a state file.
+    pub(crate) fn snapshot(&self) -> IdentitySnapshot {
+        let state = self.state();
+        IdentitySnapshot {
+            refresh_tokens: state.refresh_tokens.clone(),
+            access_tokens: state.access_tokens.clone(),
+            issued: state.issued,
+        }
+    }
+
+    /// Takes back the tokens of a state file (replacing any issued since).
+    pub(crate) fn restore(&self, snapshot: IdentitySnapshot) {
+        let mut state = self.state();
+        state.refresh_tokens = snapshot.refresh_tokens;
+        state.access_tokens = snapshot.access_tokens;
+        state.issued = snapshot.issued;
     }
 
     /// The base URL to use in place of `https://login.microsoftonline.com`
@@ -354,6 +433,13 @@ impl MsIdentity {
     /// [`TEAMS_ORIGIN`]), for a plugin configured with another web app.
     pub fn set_spa_origin(&self, origin: &str) {
         self.state().spa_origin = origin.to_owned();
+    }
+
+    /// Sets the page the device-code answer tells the user to open
+    /// (default [`MICROSOFT_DEVICE_LOGIN`]; the demo's fake points it at
+    /// its own approval page).
+    pub fn set_verification_url(&self, url: &str) {
+        self.state().verification_url = url.to_owned();
     }
 
     /// Sets the polling interval the device-code start announces (default
@@ -492,6 +578,28 @@ impl MsIdentity {
         self.state().pending_code(user_code).status = CodeStatus::Approved(account.clone());
     }
 
+    /// Approves a device code as `account` if it is pending and not
+    /// expired, for a page where a person types the code (who may mistype
+    /// it); says why not otherwise.
+    pub fn try_approve(&self, user_code: &str, account: &Account) -> Result<(), &'static str> {
+        let now = now();
+        let wanted = user_code.trim().to_ascii_uppercase();
+        let mut state = self.state();
+        let code = state
+            .device_codes
+            .iter_mut()
+            .find(|c| c.user_code == wanted)
+            .ok_or("no such code")?;
+        if code.expires_at <= now {
+            return Err("this code has expired");
+        }
+        if code.status != CodeStatus::Pending {
+            return Err("this code was already used");
+        }
+        code.status = CodeStatus::Approved(account.clone());
+        Ok(())
+    }
+
     /// Declines a pending device code: polls get `authorization_declined`.
     /// Panics if no such code is pending.
     pub fn decline(&self, user_code: &str) {
@@ -523,10 +631,17 @@ impl MsIdentity {
     /// Waits (up to 20 s) for a device code to be pending and returns the
     /// newest one's user code.
     pub async fn wait_for_user_code(&self) -> String {
-        crate::eventually(Duration::from_secs(20), "a pending device code", || {
-            self.pending_user_codes().pop()
-        })
-        .await
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(code) = self.pending_user_codes().pop() {
+                return code;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out after 20s waiting for a pending device code"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Every request answered so far, in order.
@@ -1079,14 +1194,15 @@ fn device_code_start(state: &mut IdentityState, form: &Form) -> Result<Reply, OA
         expires_at: now() + DEVICE_CODE_LIFETIME_SECS,
         status: CodeStatus::Pending,
     });
+    let url = &state.verification_url;
     Ok(Reply::ok(json!({
         "user_code": user_code,
         "device_code": device_code,
-        "verification_url": "https://microsoft.com/devicelogin",
+        "verification_url": url,
         "expires_in": DEVICE_CODE_LIFETIME_SECS.to_string(),
         "interval": state.interval_secs.to_string(),
         "message": format!(
-            "To sign in, use a web browser to open the page https://microsoft.com/devicelogin and enter the code {user_code} to authenticate."
+            "To sign in, use a web browser to open the page {url} and enter the code {user_code} to authenticate."
         ),
     })))
 }
@@ -1246,7 +1362,7 @@ fn random_refresh_token() -> String {
     )
 }
 
-fn random_string(len: usize, alphabet: &[u8]) -> String {
+pub(crate) fn random_string(len: usize, alphabet: &[u8]) -> String {
     let mut rng = rand::rng();
     (0..len)
         .map(|_| char::from(alphabet[rng.random_range(0..alphabet.len())]))
@@ -1267,7 +1383,7 @@ fn guid() -> String {
     )
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs())
@@ -1275,7 +1391,7 @@ fn now() -> u64 {
 
 /// `(year, month, day, hour, minute, second)` of Unix seconds, UTC
 /// (Howard Hinnant's days-to-civil).
-fn civil(secs: u64) -> (u64, u64, u64, u64, u64, u64) {
+pub(crate) fn civil(secs: u64) -> (u64, u64, u64, u64, u64, u64) {
     let (days, rem) = (secs / 86_400, secs % 86_400);
     let z = days + 719_468;
     let era = z / 146_097;
@@ -1306,7 +1422,7 @@ mod tests {
     use super::*;
 
     async fn post(url: &str, origin: Option<&str>, fields: &[(&str, &str)]) -> (u16, Value) {
-        crate::init_logging();
+        crate::tests::init_tls();
         let body = url::form_urlencoded::Serializer::new(String::new())
             .extend_pairs(fields)
             .finish();

@@ -230,6 +230,15 @@ impl Manifest {
             }
             (_, None) => {}
         }
+        if !self.capabilities.uses.is_empty() && self.world != World::Connector {
+            return Err(bad(
+                "capabilities.uses",
+                "only a connector uses other plugins",
+            ));
+        }
+        if self.capabilities.uses.values().any(|p| *p == self.id) {
+            return Err(bad("capabilities.uses", "a plugin cannot use itself"));
+        }
         let mut flow_ids = std::collections::BTreeSet::new();
         for flow in &self.login_flows {
             if flow.id.is_empty()
@@ -277,7 +286,7 @@ impl Manifest {
 
     /// The localpart prefix of the plugin's ghosts that the manifest asks
     /// for; the operator's grant may replace it
-    /// ([`Capabilities::ghost_prefix`](crate::capabilities::Capabilities)).
+    /// (the host's `Capabilities::ghost_prefix`).
     pub fn ghost_prefix(&self) -> String {
         self.connector
             .as_ref()
@@ -314,7 +323,7 @@ pub fn is_plugin_id(id: &str) -> bool {
 
 /// Whether `prefix` can start Matrix localparts: non-empty, and only the
 /// characters the spec allows.
-pub(crate) fn is_localpart_prefix(prefix: &str) -> bool {
+pub fn is_localpart_prefix(prefix: &str) -> bool {
     !prefix.is_empty()
         && prefix
             .bytes()
@@ -322,7 +331,7 @@ pub(crate) fn is_localpart_prefix(prefix: &str) -> bool {
 }
 
 /// Checks that `value` has the setting's type.
-pub(crate) fn check_setting_value(kind: SettingType, value: &toml::Value) -> Result<(), String> {
+pub fn check_setting_value(kind: SettingType, value: &toml::Value) -> Result<(), String> {
     match (kind, value) {
         (SettingType::String, toml::Value::String(_))
         | (SettingType::Integer, toml::Value::Integer(_))
