@@ -4,34 +4,11 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use weft_host::logins::LoginKey;
-use weft_runtime::plugin::{LoadError, embedded_manifest};
+use weft_runtime::plugin::LoadError;
 use weft_runtime::{LoadOutcome, RegistryError};
 use weft_tests::echo::Echo;
-use weft_tests::host::{TestHost, ask, copy_component, send};
+use weft_tests::host::{TestHost, ask, copy_component, relabelled, send};
 use weft_tests::{component, eventually};
-
-/// Writes `<name>.wasm` (the component of `package`) and a `<name>.toml`
-/// manifest beside it with version `version`: the same code under a new
-/// version, as an operator would drop in.
-fn relabelled(
-    dir: &std::path::Path,
-    package: &str,
-    name: &str,
-    version: &str,
-) -> std::path::PathBuf {
-    let bytes = std::fs::read(component(package)).unwrap();
-    let manifest = embedded_manifest(&bytes).unwrap();
-    let mut manifest: toml::Table = toml::from_str(&manifest).unwrap();
-    manifest.insert("version".into(), version.into());
-    let path = dir.join(format!("{name}.wasm"));
-    std::fs::write(&path, &bytes).unwrap();
-    std::fs::write(
-        path.with_extension("toml"),
-        toml::to_string(&manifest).unwrap(),
-    )
-    .unwrap();
-    path
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upgrading_echo_while_logins_are_live_keeps_their_kv_state_and_loses_no_message() {

@@ -24,5 +24,6 @@ mod provisioning;
 mod receipts;
 mod relations;
 mod runtime;
+mod teams;
 mod timers;
 mod wasi;

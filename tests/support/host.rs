@@ -237,3 +237,21 @@ pub async fn ask(login: &LoginHandle, text: &str) -> String {
         .await
         .unwrap_or_else(|e| panic!("`{text}` failed: {e}"))
 }
+
+/// Writes `<name>.wasm` (the component of `package`) into `dir` with a
+/// `<name>.toml` manifest beside it at version `version`: the same code
+/// under a new version, as an operator would drop in for an upgrade.
+pub fn relabelled(dir: &Path, package: &str, name: &str, version: &str) -> PathBuf {
+    let bytes = std::fs::read(crate::component(package)).unwrap();
+    let manifest = weft_runtime::plugin::embedded_manifest(&bytes).unwrap();
+    let mut manifest: toml::Table = toml::from_str(&manifest).unwrap();
+    manifest.insert("version".into(), version.into());
+    let path = dir.join(format!("{name}.wasm"));
+    std::fs::write(&path, &bytes).unwrap();
+    std::fs::write(
+        path.with_extension("toml"),
+        toml::to_string(&manifest).unwrap(),
+    )
+    .unwrap();
+    path
+}
