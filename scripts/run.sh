@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
 # Runs a working bridge on this machine: a local Synapse (from the
-# project's venv), the echo chat service with two accounts, and weft with
-# the echo connector loaded from its plugins directory on the embedded
-# sled database. Prints how to log in with any Matrix client.
+# project's venv), the echo chat service with two accounts, the fake
+# Teams (examples/fake-teams: Teams and the Microsoft identity platform,
+# with two accounts), and weft with the echo connector, the Teams
+# connector and the MSAL login provider loaded from its plugins directory
+# on the embedded sled database. Prints how to log in with any Matrix
+# client.
 #
 # Everything lives in .dev/ (delete it to start over). Ctrl-C stops it all.
 # Ports: WEFT_HS_PORT (8008), WEFT_AS_PORT (29300), WEFT_ADMIN_PORT
-# (29380), WEFT_ECHO_PORT (8090).
+# (29380), WEFT_ECHO_PORT (8090), WEFT_TEAMS_PORT (8095).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -15,6 +18,7 @@ HS_PORT="${WEFT_HS_PORT:-8008}"
 AS_PORT="${WEFT_AS_PORT:-29300}"
 ADMIN_PORT="${WEFT_ADMIN_PORT:-29380}"
 ECHO_PORT="${WEFT_ECHO_PORT:-8090}"
+TEAMS_PORT="${WEFT_TEAMS_PORT:-8095}"
 DEV="$ROOT/.dev"
 MATRIX_USER="me"
 MATRIX_PASSWORD="weft-demo-password"
@@ -22,16 +26,19 @@ MATRIX_PASSWORD="weft-demo-password"
 scripts/setup.sh
 step() { printf '\n==> %s\n' "$*"; }
 
-step "building weft, the echo service and the echo plugin"
+step "building weft, the echo service, the fake Teams and the echo, Teams and MSAL plugins"
 # The whole workspace, as scripts/test.sh builds it: the same features,
 # so one build serves both.
 cargo build --workspace --locked
-cargo weft build -p echo
+cargo weft build -p echo -p msal -p teams
 WEFT="$ROOT/target/debug/weft"
 ECHO_SERVICE="$ROOT/target/debug/echo-service"
+FAKE_TEAMS="$ROOT/target/debug/fake-teams"
 
 mkdir -p "$DEV/plugins" "$DEV/synapse/media"
-cp target/plugins/echo.wasm "$DEV/plugins/echo.wasm"
+for plugin in echo msal teams; do
+  cp "target/plugins/$plugin.wasm" "$DEV/plugins/$plugin.wasm"
+done
 secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 if [ ! -f "$DEV/weft.toml" ]; then
   cat > "$DEV/weft.toml" <<EOF
@@ -64,6 +71,37 @@ private-networks = true
 [plugin.echo.settings]
 base-url = "http://127.0.0.1:$ECHO_PORT"
 poll-interval-ms = 1000
+EOF
+fi
+# The Teams connector and its login provider, both pointed at the fake
+# Teams. Added to a config without them (a fresh one, or one from a run
+# before they were part of the demo); a section already there is left as
+# it is.
+has_plugin() { grep -Eq "^[[:space:]]*\[plugin\.$1[].]" "$DEV/weft.toml"; }
+if ! has_plugin msal; then
+  cat >> "$DEV/weft.toml" <<EOF
+
+[plugin.msal]
+http = ["http://127.0.0.1:*"]
+private-networks = true
+
+[plugin.msal.settings]
+authority-url = "http://127.0.0.1:$TEAMS_PORT"
+web-url = "http://127.0.0.1:$TEAMS_PORT/fake"
+EOF
+fi
+if ! has_plugin teams; then
+  cat >> "$DEV/weft.toml" <<EOF
+
+[plugin.teams]
+http = ["http://127.0.0.1:*"]
+private-networks = true
+
+[plugin.teams.settings]
+auth-url = "http://127.0.0.1:$TEAMS_PORT/api/auth"
+chat-service-url = "http://127.0.0.1:$TEAMS_PORT"
+poll-interval-ms = 2000
+discovery-interval-ms = 10000
 EOF
 fi
 # Synapse (started below) reads the registration at startup.
@@ -138,6 +176,17 @@ done
 curl -s -o /dev/null "http://127.0.0.1:$ECHO_PORT/api/chats" || {
   echo "the echo service did not start; see .dev/echo-service.log" >&2; exit 1; }
 
+step "starting the fake Teams on 127.0.0.1:$TEAMS_PORT (log: .dev/fake-teams.log)"
+"$FAKE_TEAMS" --listen "127.0.0.1:$TEAMS_PORT" --state "$DEV/fake-teams.json" \
+  > "$DEV/fake-teams.log" 2>&1 &
+PIDS+=($!)
+for _ in $(seq 1 100); do
+  curl -fs -o /dev/null "http://127.0.0.1:$TEAMS_PORT/fake" && break
+  sleep 0.1
+done
+curl -fs -o /dev/null "http://127.0.0.1:$TEAMS_PORT/fake" || {
+  echo "the fake Teams did not start; see .dev/fake-teams.log" >&2; exit 1; }
+
 cat <<EOF
 
 weft is starting. Log in with any Matrix client:
@@ -149,13 +198,23 @@ Then start a direct chat with @weftbot:localhost and send:
   login echo:password      (echo account: alice / alice-password, or bob / bob-password)
 or, to try the device-code flow:
   login echo:code          then approve the code it shows:
-    curl -X POST http://127.0.0.1:$ECHO_PORT/api/device-code/approve \
-      -H 'content-type: application/json' \
+    curl -X POST http://127.0.0.1:$ECHO_PORT/api/device-code/approve \\
+      -H 'content-type: application/json' \\
       -d '{"code":"<CODE>","username":"alice","password":"alice-password"}'
 Your echo chats arrive as room invites: accept them. Each starts with its
 recent history. Write in "Echo bot" and the echo bot reads and answers;
 send it a file and it sends the file back. Log in to both accounts to see
 each login get its own rooms.
+
+Microsoft Teams runs against the fake Teams (accounts alice and bob;
+all of it at http://127.0.0.1:$TEAMS_PORT/fake). In the same chat with the bot:
+  login teams:device-code  the bot shows a code: enter it at
+    http://127.0.0.1:$TEAMS_PORT/fake/devicelogin and sign in as alice or bob
+  login teams:msal-helper  the bot gives a link to a login page: open it, copy
+    the session from http://127.0.0.1:$TEAMS_PORT/fake/session/bob (or /alice)
+    and paste it there
+Each Teams account gets its own rooms. Write in "Teams Echo" and the echo
+account answers.
 
 Operators: $WEFT --config .dev/weft.toml plugin list   (or: login list)
 Stop with Ctrl-C.

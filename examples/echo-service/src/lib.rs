@@ -353,19 +353,25 @@ impl EchoService {
             let mut last = String::new();
             loop {
                 tokio::time::sleep(std::time::Duration::from_secs(1)).await;
-                let text = serde_json::to_string(&*service.lock()).expect("the state serializes");
-                if text != last {
-                    let tmp = path.with_extension("tmp");
-                    if std::fs::write(&tmp, &text)
-                        .and_then(|()| std::fs::rename(&tmp, &path))
-                        .is_ok()
-                    {
-                        last = text;
-                    }
+                if let Ok(text) = service.save(&path, &last) {
+                    last = text;
                 }
             }
         });
         Ok(())
+    }
+
+    /// Writes the state to `path` (atomically) unless it is `last`;
+    /// returns what was written. The demo calls it once more on its way
+    /// out, so the last second's changes are kept.
+    pub fn save(&self, path: &std::path::Path, last: &str) -> std::io::Result<String> {
+        let text = serde_json::to_string(&*self.lock()).map_err(std::io::Error::other)?;
+        if text != last {
+            let tmp = path.with_extension("tmp");
+            std::fs::write(&tmp, &text)?;
+            std::fs::rename(&tmp, path)?;
+        }
+        Ok(text)
     }
 
     /// Creates a chat; returns its id.

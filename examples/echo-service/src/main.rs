@@ -71,6 +71,15 @@ async fn main() -> anyhow::Result<()> {
             }
         });
     }
-    tokio::signal::ctrl_c().await?;
+    // Ctrl-C or SIGTERM (what scripts/run.sh sends on its way out): save
+    // what the last second changed.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = terminate.recv() => {}
+    }
+    if let Some(path) = &args.state_file {
+        service.save(path, "")?;
+    }
     Ok(())
 }

@@ -81,7 +81,13 @@ async fn main() -> anyhow::Result<()> {
         );
     }
 
-    tokio::signal::ctrl_c().await?;
+    // Ctrl-C or SIGTERM (what scripts/run.sh sends on its way out): save
+    // what the last second changed, e.g. a rotated refresh token.
+    let mut terminate = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        result = tokio::signal::ctrl_c() => result?,
+        _ = terminate.recv() => {}
+    }
     if let Some(path) = &args.state {
         fake.save(path)?;
     }
