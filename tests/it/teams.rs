@@ -420,3 +420,100 @@ async fn a_failing_thread_backs_off_alone_and_a_rate_limit_is_waited_out() {
     let bodies = user.bodies(&broken_room).await;
     assert_eq!(count(&bodies, "stuck for now"), 1, "{bodies:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edits_deletions_reactions_and_files_go_both_ways() {
+    let teams = Teams::start().await;
+    let fake = &teams.fake;
+    let alice = fake.add_account("alice", "Alice Example");
+    let bob = fake.add_account("bob", "Bob Example");
+    let dm = fake.dm(&alice, &bob);
+    let user = teams.env.user("relations").await;
+    let login = teams.login(&user, &alice).await;
+    let room = teams.room(&user, &login, &dm).await;
+    let wait = Duration::from_secs(30);
+    let event = |what: &'static str, matches: Box<dyn Fn(&Value) -> bool + Send + Sync>| {
+        let user = &user;
+        let room = &room;
+        async move {
+            weft_tests::until(wait, what, || async {
+                user.events(room).await.into_iter().find(|e| matches(e))
+            })
+            .await
+        }
+    };
+
+    // Teams → Matrix.
+    let remote = fake.post(&dm, &bob, "original");
+    let original = user.wait_for_body(&room, "original").await;
+    let original_id = original["event_id"].as_str().unwrap().to_owned();
+    fake.edit(&dm, &remote, "edited in teams");
+    let id = original_id.clone();
+    event(
+        "the edit",
+        Box::new(move |e| {
+            e["content"]["m.relates_to"]["rel_type"] == "m.replace"
+                && e["content"]["m.relates_to"]["event_id"] == id.as_str()
+                && e["content"]["m.new_content"]["body"] == "edited in teams"
+        }),
+    )
+    .await;
+    fake.react(&dm, &remote, &bob, "like");
+    let id = original_id.clone();
+    event(
+        "the reaction",
+        Box::new(move |e| {
+            e["type"] == "m.reaction" && e["content"]["m.relates_to"]["event_id"] == id.as_str()
+        }),
+    )
+    .await;
+    fake.post_file(&dm, &bob, "notes.txt", b"a file from teams".to_vec());
+    let file = event(
+        "the file",
+        Box::new(|e| e["content"]["msgtype"] == "m.file" && e["content"]["body"] == "notes.txt"),
+    )
+    .await;
+    let mxc = file["content"]["url"].as_str().unwrap();
+    assert_eq!(user.download(mxc).await, b"a file from teams");
+    fake.delete(&dm, &remote);
+    let id = original_id.clone();
+    event(
+        "the deletion",
+        Box::new(move |e| {
+            e["event_id"] == id.as_str() && e["unsigned"].get("redacted_because").is_some()
+        }),
+    )
+    .await;
+
+    // Matrix → Teams.
+    let sent = user.send_text(&room, "from matrix").await;
+    let sent_id = eventually(wait, "the message in Teams", || {
+        fake.messages(&dm)
+            .into_iter()
+            .find(|m| m.text() == "from matrix")
+            .map(|m| m.id)
+    })
+    .await;
+    // What became of that one message in Teams.
+    let in_teams = |check: &dyn Fn(&fake_teams::Message) -> bool| {
+        fake.messages(&dm)
+            .into_iter()
+            .find(|m| m.id == sent_id && check(m))
+    };
+    user.edit(&room, &sent, "from matrix, edited").await;
+    eventually(wait, "the edit in Teams", || {
+        in_teams(&|m| m.edited && m.text() == "from matrix, edited")
+    })
+    .await;
+    user.react(&room, &sent, "👍").await;
+    eventually(wait, "the reaction in Teams", || {
+        in_teams(&|m| {
+            m.reactions
+                .get("like")
+                .is_some_and(|who| who.contains(&alice.mri))
+        })
+    })
+    .await;
+    user.redact(&room, &sent).await;
+    eventually(wait, "the deletion in Teams", || in_teams(&|m| m.deleted)).await;
+}
