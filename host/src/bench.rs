@@ -41,12 +41,14 @@ pub struct BenchOptions {
     pub scenario: Option<Scenario>,
 }
 
-struct Stats {
+/// Duration samples, summarized as mean and quantiles.
+pub struct Stats {
     samples: Vec<Duration>,
 }
 
 impl Stats {
-    fn new(mut samples: Vec<Duration>) -> Self {
+    /// Summarizes `samples`.
+    pub fn new(mut samples: Vec<Duration>) -> Self {
         samples.sort();
         Self { samples }
     }
@@ -66,7 +68,8 @@ impl Stats {
         self.samples.iter().sum::<Duration>() / self.samples.len() as u32
     }
 
-    fn line(&self, what: &str) -> String {
+    /// One line of the report: `what`, mean, p50, p99 and the count.
+    pub fn line(&self, what: &str) -> String {
         format!(
             "{what:<40} mean {:>9.1?}  p50 {:>9.1?}  p99 {:>9.1?}  (n={})",
             self.mean(),
@@ -78,7 +81,7 @@ impl Stats {
 }
 
 /// The process's resident memory, in bytes (Linux).
-fn rss_bytes() -> u64 {
+pub fn rss_bytes() -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
@@ -88,7 +91,7 @@ fn rss_bytes() -> u64 {
 }
 
 /// The process's memory mappings (Linux), against `vm.max_map_count`.
-fn mappings() -> usize {
+pub fn mappings() -> usize {
     std::fs::read_to_string("/proc/self/maps").map_or(0, |m| m.lines().count())
 }
 
@@ -174,7 +177,8 @@ async fn create_logins(
     Ok(handles)
 }
 
-fn kib(bytes: u64) -> String {
+/// `bytes` in KiB, for the report.
+pub fn kib(bytes: u64) -> String {
     format!("{:.1} KiB", bytes as f64 / 1024.0)
 }
 
@@ -486,7 +490,7 @@ impl Bench {
 }
 
 /// CPU time used by the process so far (Linux).
-fn cpu_time() -> Duration {
+pub fn cpu_time() -> Duration {
     let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
     // Fields after the command name: utime is the 14th, stime the 15th.
     let after = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
