@@ -37,6 +37,9 @@ enum Command {
     /// config and the ghost namespaces of the plugins directory's
     /// connectors (keeping existing tokens).
     GenerateRegistration,
+    /// Check the config file: unknown keys and bad values are reported
+    /// with the path of the offending key.
+    CheckConfig,
     /// Check a plugin file without a running host: manifest, grants,
     /// compilation and linking.
     CheckPlugin {
@@ -214,6 +217,7 @@ fn run_cli() -> Result<()> {
                 Ok(())
             }
             Command::CheckPlugin { path } => check_plugin(&cli.config, &path).await,
+            Command::CheckConfig => check_config(&cli.config),
             Command::Plugin(command) => plugin_command(&cli.config, command).await,
             Command::Login(command) => login_command(&cli.config, command).await,
         }
@@ -265,6 +269,30 @@ fn generate_registration(config_path: &Path) -> Result<()> {
     }
     println!(
         "The homeserver reads these files at startup: list them in its app_service_config_files and restart it after they change."
+    );
+    Ok(())
+}
+
+fn check_config(path: &Path) -> Result<()> {
+    let config = Config::load(path)?;
+    let sections: Vec<&str> = [
+        ("[homeserver]", config.homeserver.is_some()),
+        ("[appservice]", config.appservice.is_some()),
+        ("[admin]", config.admin.is_some()),
+    ]
+    .into_iter()
+    .filter_map(|(name, set)| set.then_some(name))
+    .collect();
+    println!(
+        "{} is valid: data in {}, plugins from {}, {}",
+        path.display(),
+        config.data_dir.display(),
+        config.plugins.dir.display(),
+        if sections.is_empty() {
+            "no Matrix side or admin API".to_owned()
+        } else {
+            sections.join(", ")
+        }
     );
     Ok(())
 }

@@ -253,13 +253,28 @@ impl Default for LoggingConfig {
     }
 }
 
+/// Parses config text; an error names the offending key's path (e.g.
+/// `runtime.memory-mb`) as well as TOML's line and column.
+fn parse(text: &str) -> Result<Config> {
+    let document = toml::Deserializer::parse(text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    serde_path_to_error::deserialize(document).map_err(|error| {
+        let path = error.path().to_string();
+        let inner = error.into_inner();
+        if path == "." {
+            anyhow::anyhow!("{inner}")
+        } else {
+            anyhow::anyhow!("at `{path}`: {inner}")
+        }
+    })
+}
+
 impl Config {
     /// Reads and checks the file at `path`; relative paths in it become
     /// relative to its directory.
     pub fn load(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("failed to read {}", path.display()))?;
-        let mut config: Config = toml::from_str(&text)
+        let mut config = parse(&text)
             .with_context(|| format!("{} is not a valid weft config", path.display()))?;
         // An absolute base, so a relative `--config` (whose parent is the
         // empty path) still yields absolute paths: wasmtime's compile
@@ -274,7 +289,7 @@ impl Config {
 
     /// Parses a config from text, with paths relative to `base`.
     pub fn from_toml(text: &str, base: &Path) -> Result<Self> {
-        let mut config: Config = toml::from_str(text).context("not a valid weft config")?;
+        let mut config = parse(text).context("not a valid weft config")?;
         let base = std::path::absolute(base).context("failed to resolve the config's directory")?;
         config.resolve_paths(&base);
         config.check()?;
@@ -353,6 +368,29 @@ impl Config {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_bad_key_or_value_is_reported_with_its_path() {
+        let error = format!(
+            "{:#}",
+            Config::from_toml("[runtime]\nmemory-mb = \"lots\"\n", Path::new("/")).unwrap_err()
+        );
+        assert!(error.contains("at `runtime.memory-mb`"), "{error}");
+        let error = format!(
+            "{:#}",
+            Config::from_toml("[bridge]\nbackfill = 5\n", Path::new("/")).unwrap_err()
+        );
+        assert!(error.contains("backfill"), "{error}");
+        assert!(error.contains("bridge"), "{error}");
+    }
+
+    #[test]
+    fn the_example_config_is_valid_and_sets_every_section() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples/weft.toml");
+        let config = Config::load(&path).unwrap();
+        assert!(config.admin.is_some() && config.homeserver.is_some());
+        assert!(config.appservice.is_some());
+    }
+
     #[test]
     fn a_relative_config_path_yields_absolute_paths() {
         let dir = tempfile::tempdir().unwrap();

@@ -63,3 +63,24 @@ fn check_plugin_says_when_it_found_no_config_and_warns_of_private_hosts_without_
     assert!(ok, "{text}");
     assert!(!text.contains("warning"), "{text}");
 }
+
+#[test]
+fn check_config_names_the_offending_key_and_accepts_the_example_config() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("weft.toml"),
+        "[runtime]\nmax-instances = \"many\"\n",
+    )
+    .unwrap();
+    let (ok, text) = weft(dir.path(), &["--config", "weft.toml", "check-config"]);
+    assert!(!ok, "{text}");
+    assert!(text.contains("at `runtime.max-instances`"), "{text}");
+
+    let example = weft_tests::workspace().join("examples/weft.toml");
+    let (ok, text) = weft(
+        dir.path(),
+        &["--config", example.to_str().unwrap(), "check-config"],
+    );
+    assert!(ok, "{text}");
+    assert!(text.contains("is valid"), "{text}");
+}
