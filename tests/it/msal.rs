@@ -10,9 +10,9 @@ use weft_host::logins::{LoginKey, StateEvent};
 use weft_tests::bridge::{BridgeEnv, BridgeOptions, step_path};
 use weft_tests::host::{TestHost, ask};
 use weft_tests::matrix::MatrixUser;
-use weft_tests::ms_identity::{Account, Call, MsIdentity, TEAMS_SCOPES};
+use weft_tests::ms_identity::{Account, Call, MsIdentity};
 use weft_tests::msal_cache::{KeySchema, MsalCache};
-use weft_tests::{browser, eventually};
+use weft_tests::{browser, eventually, now_secs, web_session};
 
 async fn bridge(identity: &MsIdentity) -> BridgeEnv {
     BridgeEnv::start_with(BridgeOptions {
@@ -29,22 +29,10 @@ async fn bridge(identity: &MsIdentity) -> BridgeEnv {
     .await
 }
 
-fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs()
-}
-
 /// The browser cache of a web session signed in as `account`, whose
 /// access token has already expired (so the login refreshes at once).
 fn expired_web_session(identity: &MsIdentity, account: &Account) -> MsalCache {
-    let tokens = identity.issue_spa_tokens(account);
-    MsalCache::new()
-        .account(account)
-        .id_token(account, &tokens.id_token)
-        .access_token(account, &tokens.access_token, TEAMS_SCOPES, now_secs() - 60)
-        .refresh_token(account, &tokens.refresh_token, None)
+    web_session(&identity.issue_spa_tokens(account), now_secs() - 60)
 }
 
 async fn start(env: &BridgeEnv, user: &MatrixUser, flow: &str) -> Value {
@@ -396,11 +384,7 @@ async fn a_web_session_whose_refresh_token_expired_puts_the_login_in_bad_credent
     // An access token good for 320 s: usable when captured (MSAL's
     // five-minute margin leaves 20 s), due for renewal when the login
     // starts.
-    let cache = MsalCache::new()
-        .account(&frank)
-        .id_token(&frank, &tokens.id_token)
-        .access_token(&frank, &tokens.access_token, TEAMS_SCOPES, now_secs() + 320)
-        .refresh_token(&frank, &tokens.refresh_token, None);
+    let cache = web_session(&tokens, now_secs() + 320);
     let step = start(&env, &user, "msal-paste").await;
     let (status, done) = env
         .provision(

@@ -9,10 +9,10 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use weft_host::logins::{LoginKey, StateEvent};
 use weft_tests::bridge::{BridgeEnv, BridgeOptions, step_path};
-use weft_tests::eventually;
 use weft_tests::matrix::MatrixUser;
-use weft_tests::ms_identity::{Call, TEAMS_SCOPES};
+use weft_tests::ms_identity::Call;
 use weft_tests::msal_cache::MsalCache;
+use weft_tests::{eventually, now_secs, web_session};
 
 struct Teams {
     env: BridgeEnv,
@@ -205,20 +205,7 @@ async fn expired_tokens_are_renewed_refresh_then_skypetoken_and_syncing_goes_on(
     // seconds (its five-minute margin), and short-lived skypetokens.
     fake.set_skypetoken_lifetime(20);
     let tokens = identity.issue_spa_tokens(&alice.account);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let cache = MsalCache::new()
-        .account(&alice.account)
-        .id_token(&alice.account, &tokens.id_token)
-        .access_token(
-            &alice.account,
-            &tokens.access_token,
-            TEAMS_SCOPES,
-            now + 320,
-        )
-        .refresh_token(&alice.account, &tokens.refresh_token, None);
+    let cache = web_session(&tokens, now_secs() + 320);
     let user = teams.env.user("renewer").await;
     let login = teams.login_with(&user, cache).await;
     let room = teams.room(&user, &login, &dm).await;
@@ -268,20 +255,7 @@ async fn a_rejected_refresh_token_gives_bad_credentials_and_asks_for_a_relogin()
     fake.set_skypetoken_lifetime(10);
     let tokens = identity.issue_spa_tokens(&alice.account);
     identity.expire_refresh_token(&tokens.refresh_token);
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_secs();
-    let cache = MsalCache::new()
-        .account(&alice.account)
-        .id_token(&alice.account, &tokens.id_token)
-        .access_token(
-            &alice.account,
-            &tokens.access_token,
-            TEAMS_SCOPES,
-            now + 305,
-        )
-        .refresh_token(&alice.account, &tokens.refresh_token, None);
+    let cache = web_session(&tokens, now_secs() + 305);
     let user = teams.env.user("stale").await;
     let login = teams.login_with(&user, cache).await;
     teams

@@ -11,6 +11,23 @@ pub mod sink;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// The time now, in Unix seconds (token lifetimes in fixtures).
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("the clock is after 1970")
+        .as_secs()
+}
+
+/// The browser cache of a teams.live.com session just signed in with
+/// `tokens` (from the fake identity platform), its access token
+/// expiring at `access_expires_on` (Unix seconds) as MSAL stored it.
+pub fn web_session(tokens: &ms_identity::Tokens, access_expires_on: u64) -> msal_cache::MsalCache {
+    let mut tokens = tokens.clone();
+    tokens.access_expires_on = access_expires_on;
+    msal_cache::MsalCache::signed_in(&tokens)
+}
+
 /// The workspace root.
 pub fn workspace() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
