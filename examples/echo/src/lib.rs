@@ -78,6 +78,22 @@ impl Echo {
         }
     }
 
+    /// Passes a call's result through, reporting a rejected token as this
+    /// login's state whichever call saw it first (a poll, a send or a
+    /// backfill), so the user always sees the same explanation.
+    fn checked<T>(&mut self, result: Result<T>) -> Result<T> {
+        if let Err(error) = &result
+            && api::is_unauthorized(error)
+        {
+            self.report(
+                BridgeStateKind::BadCredentials,
+                Some("echo-token-rejected"),
+                Some("The echo service no longer accepts this login's token."),
+            );
+        }
+        result
+    }
+
     /// One poll: resync chats that changed, then bridge what happened.
     fn poll(&mut self) -> Result<()> {
         let (client, session) = client()?;
@@ -339,14 +355,7 @@ impl Connector for Echo {
                 self.report(BridgeStateKind::Connected, None, None);
                 Ok(())
             }
-            Err(error) if api::is_unauthorized(&error) => {
-                self.report(
-                    BridgeStateKind::BadCredentials,
-                    Some("echo-token-rejected"),
-                    Some("The echo service no longer accepts this login's token."),
-                );
-                Err(error)
-            }
+            Err(error) if api::is_unauthorized(&error) => self.checked(Err(error)),
             Err(error) if api::is_transient(&error) => {
                 self.report(
                     BridgeStateKind::TransientDisconnect,
@@ -374,24 +383,25 @@ impl Connector for Echo {
             reply_to: message.reply_to.as_deref(),
             file_id: None,
         };
-        client.send(&message.chat_id, &post)
+        self.checked(client.send(&message.chat_id, &post))
     }
 
     fn handle_matrix_media(&mut self, media: MatrixMedia) -> Result<String> {
         let (client, _) = client()?;
-        let file_id = client.upload(&media.file_name, &media.mime_type, media.data)?;
+        let file_id =
+            self.checked(client.upload(&media.file_name, &media.mime_type, media.data))?;
         let post = NewMessage {
             text: media.caption.as_deref().unwrap_or_default(),
             html: None,
             reply_to: media.reply_to.as_deref(),
             file_id: Some(&file_id),
         };
-        client.send(&media.chat_id, &post)
+        self.checked(client.send(&media.chat_id, &post))
     }
 
     fn handle_matrix_reaction(&mut self, reaction: MatrixReaction) -> Result<String> {
         let (client, _) = client()?;
-        client.react(&reaction.chat_id, &reaction.message_id, &reaction.key)
+        self.checked(client.react(&reaction.chat_id, &reaction.message_id, &reaction.key))
     }
 
     fn handle_matrix_reaction_removal(
@@ -402,23 +412,23 @@ impl Connector for Echo {
     ) -> Result<()> {
         let (client, _) = client()?;
         // The service's reaction id is its key.
-        client.unreact(chat_id, message_id, reaction_id)
+        self.checked(client.unreact(chat_id, message_id, reaction_id))
     }
 
     fn handle_matrix_read_receipt(&mut self, chat_id: &str, up_to: &str) -> Result<()> {
         let (client, _) = client()?;
-        client.read(chat_id, up_to)
+        self.checked(client.read(chat_id, up_to))
     }
 
     fn handle_matrix_typing(&mut self, chat_id: &str, typing: bool) -> Result<()> {
         let (client, _) = client()?;
-        client.typing(chat_id, typing)
+        self.checked(client.typing(chat_id, typing))
     }
 
     fn fetch_history(&mut self, chat_id: &str, limit: u32) -> Result<Vec<HistoryItem>> {
         let (client, session) = client()?;
-        Ok(client
-            .history(chat_id, limit)?
+        Ok(self
+            .checked(client.history(chat_id, limit))?
             .iter()
             .map(|message| message_or_file(&client, &session, message))
             .collect())
@@ -426,12 +436,12 @@ impl Connector for Echo {
 
     fn handle_matrix_edit(&mut self, edit: MatrixEdit) -> Result<()> {
         let (client, _) = client()?;
-        client.edit(&edit.chat_id, &edit.message_id, &edit.text)
+        self.checked(client.edit(&edit.chat_id, &edit.message_id, &edit.text))
     }
 
     fn handle_matrix_redaction(&mut self, chat_id: &str, message_id: &str) -> Result<()> {
         let (client, _) = client()?;
-        client.delete(chat_id, message_id)
+        self.checked(client.delete(chat_id, message_id))
     }
 
     fn logout(&mut self) -> Result<()> {
