@@ -1,6 +1,7 @@
 //! The credential-provider role: issues credentials, e.g. per-user Matrix
 //! accounts provisioned through the appservice.
 
+use crate::routes::{Request, Response};
 use crate::{Error, Result};
 
 /// A request for credentials.
@@ -25,11 +26,21 @@ pub struct Credential {
     pub extra: Vec<(String, String)>,
 }
 
-/// A credential provider. Every method defaults to "unsupported".
+/// A credential provider. Every method defaults to "unsupported" (and
+/// every route to 404).
 pub trait CredentialProvider {
     /// Issues credentials for the request's subject.
     fn issue(&mut self, request: CredentialRequest) -> Result<Credential> {
         let _ = request;
         Err(Error::unsupported("issue"))
+    }
+
+    /// Answers a request for one of the routes the operator mounted for
+    /// this plugin (see [`crate::routes`]). An error becomes a JSON error
+    /// response: 400 for invalid input, 503 for a transient failure, 500
+    /// otherwise.
+    fn handle_request(&mut self, request: Request) -> Result<Response> {
+        let _ = request;
+        Ok(Response::not_found())
     }
 }

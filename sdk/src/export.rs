@@ -275,3 +275,30 @@ mod credentials {
         }
     }
 }
+
+mod http_handler {
+    use super::{CredentialProvider, Export, PluginError, with_plugin};
+    use crate::routes::Request;
+    use crate::wit::http_handler::exports::weft::plugin::http_handler as wit;
+
+    impl<T: CredentialProvider + Default + 'static> wit::Guest for Export<T> {
+        fn handle(request: wit::IncomingRequest) -> Result<wit::OutgoingResponse, PluginError> {
+            let request = Request {
+                method: request.method,
+                path: request.path,
+                query: request.query,
+                headers: request.headers,
+                body: request.body,
+                client_address: request.client_address,
+                client_certificate_sha1: request.client_certificate_sha1,
+            };
+            with_plugin(|p: &mut T| p.handle_request(request))
+                .map(|r| wit::OutgoingResponse {
+                    status: r.status,
+                    headers: r.headers,
+                    body: r.body,
+                })
+                .map_err(Into::into)
+        }
+    }
+}

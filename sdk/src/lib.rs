@@ -31,7 +31,8 @@
 //! supports. The host gives a plugin nothing but the imports in this crate:
 //! [`http`] (to hosts the operator granted), [`kv`] (its own namespace),
 //! [`timers`], [`log`](crate::info), [`config`], [`session`], [`events`],
-//! [`time`] and [`tokens`]. No files, environment or sockets.
+//! [`time`] and [`tokens`], and for a credential provider [`appservice`]
+//! (and [`routes`] it serves). No files, environment or sockets.
 //!
 //! Build a plugin into a component with `cargo weft build` (the
 //! `cargo-weft` crate beside this one); see the repository's README.
@@ -44,6 +45,7 @@ extern crate self as weft_sdk;
 mod error;
 mod export;
 
+pub mod appservice;
 pub mod capture;
 pub mod config;
 pub mod connector;
@@ -53,6 +55,7 @@ pub mod http;
 pub mod kv;
 pub mod log;
 pub mod login;
+pub mod routes;
 pub mod session;
 pub mod time;
 pub mod timers;
@@ -69,7 +72,7 @@ pub use login::{
 pub use tokens::{TokenError, TokenProvider, TokenSet};
 
 /// The version of the `weft:plugin` WIT package this SDK speaks.
-pub const API_VERSION: &str = "0.1.2";
+pub const API_VERSION: &str = "0.1.3";
 
 #[doc(hidden)]
 pub use serde_json as __serde_json;
@@ -102,12 +105,13 @@ pub mod wit {
             inline: "
                 package weft:sdk-bindings;
                 world imports {
-                    include weft:plugin/host-imports@0.1.2;
-                    import weft:plugin/timers@0.1.2;
-                    import weft:plugin/session@0.1.2;
-                    import weft:plugin/matrix@0.1.2;
-                    import weft:plugin/tokens@0.1.2;
-                    import weft:plugin/capture@0.1.2;
+                    include weft:plugin/host-imports@0.1.3;
+                    import weft:plugin/timers@0.1.3;
+                    import weft:plugin/session@0.1.3;
+                    import weft:plugin/matrix@0.1.3;
+                    import weft:plugin/tokens@0.1.3;
+                    import weft:plugin/capture@0.1.3;
+                    import weft:plugin/appservice@0.1.3;
                 }
             ",
             world: "weft:sdk-bindings/imports",
@@ -125,7 +129,7 @@ pub mod wit {
                 inline: $inline,
                 world: $world,
                 with: {
-                    "weft:plugin/types@0.1.2": crate::wit::imports::weft::plugin::types,
+                    "weft:plugin/types@0.1.3": crate::wit::imports::weft::plugin::types,
                 },
                 generate_all,
                 pub_export_macro: true,
@@ -153,7 +157,7 @@ pub mod wit {
     pub mod network_api {
         export_world!(
             "weft:sdk-bindings/network-api",
-            "package weft:sdk-bindings; world network-api { export weft:plugin/network-api@0.1.2; }",
+            "package weft:sdk-bindings; world network-api { export weft:plugin/network-api@0.1.3; }",
             "export_network_api",
             "weft_sdk::wit::network_api"
         );
@@ -163,7 +167,7 @@ pub mod wit {
     pub mod login_flow {
         export_world!(
             "weft:sdk-bindings/login-flow",
-            "package weft:sdk-bindings; world login-flow { export weft:plugin/login-flow@0.1.2; }",
+            "package weft:sdk-bindings; world login-flow { export weft:plugin/login-flow@0.1.3; }",
             "export_login_flow",
             "weft_sdk::wit::login_flow"
         );
@@ -173,7 +177,7 @@ pub mod wit {
     pub mod media_handler {
         export_world!(
             "weft:sdk-bindings/media-handler",
-            "package weft:sdk-bindings; world media-handler { export weft:plugin/media-handler@0.1.2; }",
+            "package weft:sdk-bindings; world media-handler { export weft:plugin/media-handler@0.1.3; }",
             "export_media_handler",
             "weft_sdk::wit::media_handler"
         );
@@ -183,7 +187,7 @@ pub mod wit {
     pub mod receipt_handler {
         export_world!(
             "weft:sdk-bindings/receipt-handler",
-            "package weft:sdk-bindings; world receipt-handler { export weft:plugin/receipt-handler@0.1.2; }",
+            "package weft:sdk-bindings; world receipt-handler { export weft:plugin/receipt-handler@0.1.3; }",
             "export_receipt_handler",
             "weft_sdk::wit::receipt_handler"
         );
@@ -194,11 +198,11 @@ pub mod wit {
     pub mod backfill {
         wit_bindgen::generate!({
             path: "../wit/v0.1",
-            inline: "package weft:sdk-bindings; world backfill { export weft:plugin/backfill@0.1.2; }",
+            inline: "package weft:sdk-bindings; world backfill { export weft:plugin/backfill@0.1.3; }",
             world: "weft:sdk-bindings/backfill",
             with: {
-                "weft:plugin/types@0.1.2": crate::wit::imports::weft::plugin::types,
-                "weft:plugin/matrix@0.1.2": crate::wit::imports::weft::plugin::matrix,
+                "weft:plugin/types@0.1.3": crate::wit::imports::weft::plugin::types,
+                "weft:plugin/matrix@0.1.3": crate::wit::imports::weft::plugin::matrix,
             },
             generate_all,
             pub_export_macro: true,
@@ -212,7 +216,7 @@ pub mod wit {
     pub mod provider_login {
         export_world!(
             "weft:sdk-bindings/provider-login",
-            "package weft:sdk-bindings; world provider-login { export weft:plugin/provider-login@0.1.2; }",
+            "package weft:sdk-bindings; world provider-login { export weft:plugin/provider-login@0.1.3; }",
             "export_provider_login",
             "weft_sdk::wit::provider_login"
         );
@@ -222,7 +226,7 @@ pub mod wit {
     pub mod tokens {
         export_world!(
             standalone "weft:sdk-bindings/tokens",
-            "package weft:sdk-bindings; world tokens { export weft:plugin/tokens@0.1.2; }",
+            "package weft:sdk-bindings; world tokens { export weft:plugin/tokens@0.1.3; }",
             "export_tokens",
             "weft_sdk::wit::tokens"
         );
@@ -232,10 +236,29 @@ pub mod wit {
     pub mod credentials {
         export_world!(
             "weft:sdk-bindings/credentials",
-            "package weft:sdk-bindings; world credentials { export weft:plugin/credentials@0.1.2; }",
+            "package weft:sdk-bindings; world credentials { export weft:plugin/credentials@0.1.3; }",
             "export_credentials",
             "weft_sdk::wit::credentials"
         );
+    }
+
+    /// `http-handler`, exported by credential providers (since 0.1.3).
+    /// It uses the `http` import's method type.
+    pub mod http_handler {
+        wit_bindgen::generate!({
+            path: "../wit/v0.1",
+            inline: "package weft:sdk-bindings; world http-handler { export weft:plugin/http-handler@0.1.3; }",
+            world: "weft:sdk-bindings/http-handler",
+            with: {
+                "weft:plugin/types@0.1.3": crate::wit::imports::weft::plugin::types,
+                "weft:plugin/http@0.1.3": crate::wit::imports::weft::plugin::http,
+            },
+            generate_all,
+            pub_export_macro: true,
+            export_macro_name: "export_http_handler",
+            default_bindings_module: "weft_sdk::wit::http_handler",
+            runtime_path: "weft_sdk::__wit_bindgen::rt",
+        });
     }
 
     pub(crate) use exports::{
@@ -312,6 +335,9 @@ macro_rules! register_credential_provider {
             type __WeftPlugin = $crate::__rt::Export<$ty>;
             $crate::wit::credentials::export_credentials!(
                 __WeftPlugin with_types_in $crate::wit::credentials
+            );
+            $crate::wit::http_handler::export_http_handler!(
+                __WeftPlugin with_types_in $crate::wit::http_handler
             );
         };
     };

@@ -95,6 +95,11 @@ pub struct RequestedCapabilities {
     /// Plugins it uses through the host, by interface (`tokens = "msal"`).
     #[serde(default)]
     pub uses: BTreeMap<String, String>,
+    /// The Matrix users it manages through the host's application service
+    /// (the `appservice` import): a regular expression their localparts
+    /// match in full, e.g. `[0-9]+`. The registration claims them
+    /// exclusively.
+    pub appservice_users: Option<String>,
 }
 
 /// Connector details.

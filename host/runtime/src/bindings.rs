@@ -1,4 +1,4 @@
-//! Host bindings for `weft:plugin@0.1.2`, generated from `wit/v0.1`, each
+//! Host bindings for `weft:plugin@0.1.3`, generated from `wit/v0.1`, each
 //! exported interface once. Components built against an earlier 0.1 link too:
 //! wasmtime matches semver-compatible names, and the interfaces later 0.1 versions
 //! added are optional exports.
@@ -20,7 +20,7 @@
 pub(crate) mod connector {
     wasmtime::component::bindgen!({
         path: "../../wit/v0.1",
-        world: "weft:plugin/connector@0.1.2",
+        world: "weft:plugin/connector@0.1.3",
         imports: { default: async | trappable },
         exports: { default: async },
         with: {
@@ -31,8 +31,9 @@ pub(crate) mod connector {
     });
 }
 
-/// The exports no connector has: `tokens` (login providers) and
-/// `credentials` (credential providers). Their imports are the
+/// What no connector has: the exports `tokens` (login providers),
+/// `credentials` and `http-handler` (credential providers), and the
+/// `appservice` import (credential providers). The other imports are the
 /// connector's, reused.
 pub(crate) mod provider {
     wasmtime::component::bindgen!({
@@ -40,8 +41,10 @@ pub(crate) mod provider {
         inline: "
             package weft:host-bindings;
             world provider-exports {
-                export weft:plugin/tokens@0.1.2;
-                export weft:plugin/credentials@0.1.2;
+                import weft:plugin/appservice@0.1.3;
+                export weft:plugin/tokens@0.1.3;
+                export weft:plugin/credentials@0.1.3;
+                export weft:plugin/http-handler@0.1.3;
             }
         ",
         world: "weft:host-bindings/provider-exports",
@@ -49,6 +52,7 @@ pub(crate) mod provider {
         exports: { default: async },
         with: {
             "weft:plugin/types": super::connector::weft::plugin::types,
+            "weft:plugin/http": super::connector::weft::plugin::http,
         },
     });
 }
@@ -61,4 +65,6 @@ pub(crate) use connector::exports::weft::plugin::provider_login;
 pub(crate) use connector::exports::weft::plugin::receipt_handler;
 pub(crate) use connector::weft::plugin as imports;
 pub(crate) use provider::exports::weft::plugin::credentials;
+pub(crate) use provider::exports::weft::plugin::http_handler;
 pub(crate) use provider::exports::weft::plugin::tokens as token_exports;
+pub(crate) use provider::weft::plugin::appservice;

@@ -33,6 +33,9 @@ pub struct Capabilities {
     /// For a connector: the localpart prefix of its remote users' Matrix
     /// accounts, as the operator granted it (or the manifest asked).
     pub ghost_prefix: Option<String>,
+    /// The localpart pattern of the Matrix users it may manage through the
+    /// host's application service, if the operator granted `appservice`.
+    pub appservice_users: Option<String>,
 }
 
 /// Why a plugin's request could not be granted.
@@ -195,6 +198,17 @@ pub fn resolve(
         _ => None,
     };
 
+    let appservice_users = match (&requested.appservice_users, grants.appservice) {
+        (_, false) if requested.appservice_users.is_some() => {
+            return Err(GrantError::NotGranted {
+                plugin: manifest.id.clone(),
+                capability: "appservice".into(),
+            });
+        }
+        (_, false) => None,
+        (asked, true) => grants.appservice_users.clone().or_else(|| asked.clone()),
+    };
+
     Ok(Capabilities {
         http: allowed,
         private_networks: grants.private_networks,
@@ -205,6 +219,7 @@ pub fn resolve(
         uses,
         max_media_bytes: grants.max_media_bytes.unwrap_or(runtime.max_media_mb << 20),
         ghost_prefix,
+        appservice_users,
     })
 }
 

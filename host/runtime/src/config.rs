@@ -192,7 +192,78 @@ pub struct PluginGrants {
     /// manifest asks for. The host checks it against the bot and the
     /// other connectors at load.
     pub ghost_prefix: Option<String>,
+    /// Whether the plugin may use the host's application service (the
+    /// `appservice` import) for the users its manifest's
+    /// `appservice-users` names.
+    #[serde(default)]
+    pub appservice: bool,
+    /// The localpart pattern of those users, overriding the manifest's.
+    pub appservice_users: Option<String>,
+    /// Where the host serves the plugin's HTTP routes (`http-handler`).
+    pub routes: Option<RoutesGrant>,
     /// The plugin's settings, checked against its manifest's schema.
     #[serde(default)]
     pub settings: toml::Table,
+}
+
+/// A plugin's HTTP routes on the host's public listener.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RoutesGrant {
+    /// The path prefix they are mounted under, e.g. `/brmble`.
+    pub prefix: String,
+    /// The largest request body, in bytes.
+    #[serde(default = "default_route_body_bytes")]
+    pub max_body_bytes: usize,
+    /// The largest response body, in bytes.
+    #[serde(default = "default_route_response_bytes")]
+    pub max_response_bytes: usize,
+    /// Requests per minute from one client address (a burst of this many,
+    /// then evenly spread).
+    #[serde(default = "default_route_rate")]
+    pub requests_per_minute: u32,
+    /// Serve these routes over TLS on a listener of their own (and only
+    /// there), asking clients for certificates.
+    pub tls: Option<RoutesTls>,
+}
+
+/// A TLS listener for a plugin's routes.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct RoutesTls {
+    /// Where it listens.
+    pub listen: std::net::SocketAddr,
+    /// The server's certificate chain (PEM).
+    pub certificate: PathBuf,
+    /// The server's private key (PEM).
+    pub key: PathBuf,
+    /// Whether a client must present a certificate (`required`) or may
+    /// (`optional`). Any certificate is taken, self-signed included: what
+    /// counts is that the client holds its key; the plugin gets the
+    /// certificate's SHA-1 and decides what it identifies.
+    #[serde(default)]
+    pub client_certificates: ClientCertificates,
+}
+
+/// Whether a TLS listener requires client certificates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientCertificates {
+    /// The handshake fails without one.
+    #[default]
+    Required,
+    /// A client may present one.
+    Optional,
+}
+
+fn default_route_body_bytes() -> usize {
+    64 << 10
+}
+
+fn default_route_response_bytes() -> usize {
+    1 << 20
+}
+
+fn default_route_rate() -> u32 {
+    120
 }

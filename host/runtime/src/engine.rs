@@ -184,6 +184,7 @@ fn build_linker(engine: &wasmtime::Engine) -> Result<Linker<PluginState>> {
     imports::matrix::add_to_linker::<_, Host>(&mut linker, get)?;
     imports::tokens::add_to_linker::<_, Host>(&mut linker, get)?;
     imports::capture::add_to_linker::<_, Host>(&mut linker, get)?;
+    crate::bindings::appservice::add_to_linker::<_, Host>(&mut linker, get)?;
     Ok(linker)
 }
 

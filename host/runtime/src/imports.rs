@@ -4,6 +4,7 @@
 //! grants, its KV namespace, its login. Expected failures are returned as
 //! the interface's WIT error; only a host bug traps.
 
+mod appservice;
 mod capture;
 mod config;
 pub(crate) mod http;

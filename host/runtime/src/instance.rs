@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use wasmtime::{Store, UpdateDeadline};
 
 use crate::bindings::{
-    backfill, credentials, imports::types, login_flow, media_handler, network_api, provider_login,
-    receipt_handler, token_exports,
+    backfill, credentials, http_handler, imports::types, login_flow, media_handler, network_api,
+    provider_login, receipt_handler, token_exports,
 };
 use crate::connector::PluginError;
 use crate::plugin::LoadedPlugin;
@@ -92,6 +92,7 @@ struct Guests {
     receipt_handler: Option<receipt_handler::Guest>,
     backfill: Option<backfill::Guest>,
     provider_login: Option<provider_login::Guest>,
+    http_handler: Option<http_handler::Guest>,
 }
 
 /// A live instance.
@@ -359,6 +360,9 @@ impl Instance {
     guest_call!(
         /// `credentials.issue` of a credential provider
         issue_credential(request: &credentials::CredentialRequest) -> Result<credentials::Credential, types::PluginError>, credentials, call_issue);
+    guest_call!(
+        /// `http-handler.handle` (0.1.3)
+        handle_http(request: &http_handler::IncomingRequest) -> Result<http_handler::OutgoingResponse, types::PluginError>, http_handler, call_handle);
 }
 
 /// Converts a WIT plugin error to the runtime's.
@@ -383,6 +387,7 @@ pub(crate) struct Linked {
     receipt_handler: Option<receipt_handler::GuestIndices>,
     backfill: Option<backfill::GuestIndices>,
     provider_login: Option<provider_login::GuestIndices>,
+    http_handler: Option<http_handler::GuestIndices>,
 }
 
 impl Linked {
@@ -398,6 +403,7 @@ impl Linked {
             receipt_handler: receipt_handler::GuestIndices::new(&pre).ok(),
             backfill: backfill::GuestIndices::new(&pre).ok(),
             provider_login: provider_login::GuestIndices::new(&pre).ok(),
+            http_handler: http_handler::GuestIndices::new(&pre).ok(),
             pre,
         }
     }
@@ -414,6 +420,7 @@ impl Linked {
             "receipt-handler" => self.receipt_handler.is_some(),
             "backfill" => self.backfill.is_some(),
             "provider-login" => self.provider_login.is_some(),
+            "http-handler" => self.http_handler.is_some(),
             _ => false,
         }
     }
@@ -461,6 +468,11 @@ impl Linked {
                 .transpose()?,
             provider_login: self
                 .provider_login
+                .as_ref()
+                .map(|i| i.load(&mut *store, instance))
+                .transpose()?,
+            http_handler: self
+                .http_handler
                 .as_ref()
                 .map(|i| i.load(&mut *store, instance))
                 .transpose()?,

@@ -28,6 +28,7 @@ pub mod connector;
 mod convert;
 mod engine;
 pub mod events;
+pub mod handler;
 mod imports;
 mod instance;
 mod login;
@@ -48,11 +49,15 @@ mod state;
 mod timers;
 
 pub use actor::{ActorStatus, LoginHandle, Phase, SentHook, WorkError};
-pub use config::{Allocator, HttpConfig, PluginGrants, RuntimeConfig};
+pub use config::{
+    Allocator, ClientCertificates, HttpConfig, PluginGrants, RoutesGrant, RoutesTls, RuntimeConfig,
+};
 pub use instance::CallError;
 pub use login::{LoginKey, now_ms};
 pub use metrics::MetricsSnapshot;
 pub use net::is_private;
 pub use provider::ProviderStatus;
 pub use registry::{LoadOutcome, PluginInfo, Registry, RegistryError, RuntimeOptions};
-pub use services::{CapturePage, CaptureSession, HostServices, LoginInfo};
+pub use services::{
+    AppserviceError, CapturePage, CaptureSession, HostServices, LoginInfo, PluginAppservice,
+};

@@ -20,6 +20,7 @@ use weft_storage::{KeyBuf, Storage, Table};
 use crate::actor::{ActorStatus, LoginHandle, LoginSlot, WorkError};
 use crate::config::{HttpConfig, PluginGrants, RuntimeConfig};
 use crate::engine::Engine;
+use crate::handler::{self, HandlerSlot, IncomingRequest, OutgoingResponse};
 use crate::instance::{CallError, Instance, Permits};
 use crate::login::LoginKey;
 use crate::manifest::{Manifest, World};
@@ -79,6 +80,15 @@ pub enum RegistryError {
         /// The world needed.
         needed: &'static str,
     },
+    /// The plugin serves no HTTP routes (it lacks `http-handler`).
+    #[error("plugin `{0}` serves no HTTP routes")]
+    NoRoutes(String),
+    /// Too many requests already wait for the plugin's handler.
+    #[error("plugin `{0}` has too many requests waiting")]
+    Busy(String),
+    /// The request's method is not one a plugin can be asked.
+    #[error("method {0} is not served")]
+    Method(String),
     /// The plugin's instance could not be made or trapped.
     #[error(transparent)]
     Call(#[from] CallError),
@@ -159,6 +169,8 @@ pub struct Registry {
     plugins: RwLock<BTreeMap<String, Arc<LoadedPlugin>>>,
     logins: Mutex<BTreeMap<LoginKey, Arc<LoginSlot>>>,
     providers: Mutex<BTreeMap<ProviderKey, ProviderHandle>>,
+    /// The instance serving each plugin's HTTP routes.
+    handlers: Mutex<BTreeMap<String, Arc<HandlerSlot>>>,
     /// Serializes loads, upgrades, unloads and new logins.
     loading: tokio::sync::Mutex<()>,
     scheduler_task: tokio::task::JoinHandle<()>,
@@ -206,6 +218,7 @@ impl Registry {
             plugins: RwLock::new(BTreeMap::new()),
             logins: Mutex::new(BTreeMap::new()),
             providers: Mutex::new(BTreeMap::new()),
+            handlers: Mutex::new(BTreeMap::new()),
             loading: tokio::sync::Mutex::new(()),
             scheduler_task,
         }))
@@ -495,6 +508,10 @@ impl Registry {
         for provider in providers {
             provider.stop().await;
         }
+        self.handlers
+            .lock()
+            .expect("handler table poisoned")
+            .remove(id);
         tracing::info!(plugin = %id, "plugin unloaded");
         Ok(())
     }
@@ -743,6 +760,61 @@ impl Registry {
                 extra: c.extra,
             })
             .map_err(crate::instance::plugin_error))
+    }
+
+    /// Has plugin `plugin` answer an HTTP request for its routes (see
+    /// [`handler`]): one request at a time per plugin, in an instance with
+    /// the plugin's own KV namespace.
+    pub async fn handle_http(
+        &self,
+        plugin: &str,
+        request: IncomingRequest,
+    ) -> Result<Result<OutgoingResponse, crate::connector::PluginError>, RegistryError> {
+        let plugin = self
+            .plugin(plugin)
+            .ok_or_else(|| RegistryError::NotLoaded(plugin.to_owned()))?;
+        if !plugin.linked.exports("http-handler") {
+            return Err(RegistryError::NoRoutes(plugin.id().to_owned()));
+        }
+        let method = request.method.clone();
+        let request = handler::wit_request(request).ok_or(RegistryError::Method(method))?;
+        let slot = self
+            .handlers
+            .lock()
+            .expect("handler table poisoned")
+            .entry(plugin.id().to_owned())
+            .or_default()
+            .clone();
+        let Some(_place) = slot.enter() else {
+            return Err(RegistryError::Busy(plugin.id().to_owned()));
+        };
+        let mut instance = slot.instance.lock().await;
+        let current = instance
+            .as_ref()
+            .is_some_and(|i| i.is_usable() && Arc::ptr_eq(i.plugin(), &plugin));
+        if !current {
+            *instance = None;
+            let ctx = InstanceContext::new(
+                plugin.clone(),
+                InstanceRole::Standalone,
+                self.runtime.clone(),
+                None,
+            )?;
+            Metrics::bump(&self.runtime.metrics.instances_created);
+            *instance = Some(Instance::new(plugin.clone(), ctx, Permits::Own).await?);
+        }
+        let serving = instance.as_mut().expect("made above");
+        Metrics::bump(&self.runtime.metrics.calls);
+        match serving.handle_http(&request).await {
+            Ok(outcome) => Ok(outcome
+                .map(handler::from_wit)
+                .map_err(crate::instance::plugin_error)),
+            Err(error) => {
+                // The store is unusable after a trap or a timeout.
+                *instance = None;
+                Err(error.into())
+            }
+        }
     }
 
     /// Removes the KV state of login process `process` of `plugin`.

@@ -8,6 +8,8 @@
 
 use std::sync::Arc;
 
+use futures::future::BoxFuture;
+
 use crate::events::{RemoteEvent, StateReport};
 use crate::login::LoginKey;
 use crate::plugin::LoadedPlugin;
@@ -96,6 +98,85 @@ pub trait HostServices: Send + Sync + 'static {
     fn close_capture(&self, plugin: &str, process: &str, id: &str) {
         let _ = (plugin, process, id);
     }
+
+    /// The host's application service as plugins use it (the `appservice`
+    /// import), if the host has one. The host checks each call against the
+    /// plugin's grant.
+    fn appservice(&self) -> Option<Arc<dyn PluginAppservice>> {
+        None
+    }
+}
+
+/// Matrix accounts and rooms in a plugin's own namespace (the `appservice`
+/// import). Every method takes the calling plugin's id: the host decides
+/// what that plugin was granted.
+pub trait PluginAppservice: Send + Sync + 'static {
+    /// The homeserver's server name.
+    fn server_name(&self) -> String;
+
+    /// Registers user `localpart`: its access token, or `None` if it
+    /// already existed.
+    fn register_user(
+        &self,
+        plugin: String,
+        localpart: String,
+    ) -> BoxFuture<'static, Result<Option<String>, AppserviceError>>;
+
+    /// A new access token for existing user `localpart`.
+    fn login_user(
+        &self,
+        plugin: String,
+        localpart: String,
+    ) -> BoxFuture<'static, Result<String, AppserviceError>>;
+
+    /// The user `access_token` belongs to, or `None` if the homeserver does
+    /// not know it.
+    fn whoami(
+        &self,
+        plugin: String,
+        access_token: String,
+    ) -> BoxFuture<'static, Result<Option<String>, AppserviceError>>;
+
+    /// Creates a room as the bot for `plugin`; returns its id.
+    fn create_room(
+        &self,
+        plugin: String,
+        name: String,
+        topic: Option<String>,
+    ) -> BoxFuture<'static, Result<String, AppserviceError>>;
+
+    /// Makes user `localpart` a member of `room_id`, a room `plugin`
+    /// created.
+    fn join_room(
+        &self,
+        plugin: String,
+        room_id: String,
+        localpart: String,
+    ) -> BoxFuture<'static, Result<(), AppserviceError>>;
+}
+
+/// Why an appservice call failed (the WIT `appservice-error`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AppserviceError {
+    /// Not granted, or outside the grant.
+    #[error("denied: {0}")]
+    Denied(String),
+    /// The homeserver cannot do this as it is set up.
+    #[error("unsupported: {0}")]
+    Unsupported(String),
+    /// The homeserver refused.
+    #[error("the homeserver refused ({status} {errcode}): {message}")]
+    Refused {
+        /// The HTTP status.
+        status: u16,
+        /// The Matrix error code.
+        errcode: String,
+        /// The homeserver's message.
+        message: String,
+    },
+    /// The homeserver could not be reached or failed.
+    #[error("the homeserver is unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// A capture page as a plugin describes it (plain text).
