@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Installs what weft needs on a fresh machine: the wasm toolchain, a
-# pinned Synapse, and headless Chromium with its driver for the helper-page
-# tests. Safe to run again: each step checks before it installs.
+# pinned Synapse, a Mumble server for the Brmble tests, and headless
+# Chromium with its driver for the helper-page tests. Safe to run again:
+# each step checks before it installs.
 # (The plugins are built by whoever needs them: `cargo weft build` in
 # scripts/run.sh, the test crate's build script for the tests.)
 #
-#   scripts/setup.sh            wasm toolchain, Synapse venv, Chromium
+#   scripts/setup.sh            wasm toolchain, Synapse venv, murmurd, Chromium
 #   scripts/setup.sh --no-synapse
 #
 # The wasm toolchain: rustup's wasm targets if rustup can add them;
@@ -76,6 +77,19 @@ if [ "$WANT_SYNAPSE" = 1 ]; then
   fi
 fi
 
+# The Brmble tests run Debian's murmurd 1.3.4 on loopback
+# (tests/support/mumble.rs), one per test on a free port; the package's own
+# service is not needed (and in containers its start is refused).
+step "Mumble server (murmurd, for the Brmble tests)"
+if [ -x /usr/sbin/murmurd ]; then
+  echo "murmurd is installed"
+elif command -v apt-get >/dev/null; then
+  apt_install mumble-server
+else
+  echo "no murmurd: install Debian's mumble-server (the Brmble tests run /usr/sbin/murmurd)" >&2
+  exit 1
+fi
+
 # The helper-page tests drive Debian's Chromium with playwright-core
 # (tests/browser/capture.mjs): the npm package only, no browser download.
 step "headless Chromium and the browser driver (tests/browser)"
@@ -95,4 +109,15 @@ if [ ! -f tests/browser/node_modules/.package-lock.json ] ||
   npm ci --prefix tests/browser --no-audit --no-fund
 else
   echo "tests/browser/node_modules is up to date"
+fi
+
+# The tests of OAuth-delegated auth (MSC3861, "MAS mode") run oidc-provider
+# in place of the Matrix Authentication Service (tests/oidc/server.mjs,
+# started by tests/support/mas.rs).
+step "oidc-provider (tests/oidc, standing in for MAS)"
+if [ ! -f tests/oidc/node_modules/.package-lock.json ] ||
+  [ tests/oidc/package-lock.json -nt tests/oidc/node_modules/.package-lock.json ]; then
+  npm ci --prefix tests/oidc --no-audit --no-fund
+else
+  echo "tests/oidc/node_modules is up to date"
 fi

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
@@ -35,6 +35,8 @@ pub struct AdminState {
     pub bridge: Option<Arc<crate::bridge::Bridge>>,
     /// The admin token.
     pub token: Arc<str>,
+    /// OAuth tokens with `[oauth] admin-scope`, if that is set.
+    pub oauth: Option<Arc<crate::token_auth::TokenAuth>>,
     /// The last load error per plugin file, from the watcher and startup.
     pub load_errors: Arc<Mutex<BTreeMap<PathBuf, String>>>,
 }
@@ -69,19 +71,32 @@ pub fn router(state: AdminState) -> Router {
 
 async fn require_token(
     State(state): State<AdminState>,
+    ConnectInfo(peer): ConnectInfo<std::net::SocketAddr>,
     headers: HeaderMap,
     request: axum::extract::Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let token = bearer(&headers).ok_or_else(ApiError::missing_token)?;
-    if !token_matches(token, &state.token) {
-        return Err(ApiError::new(
-            StatusCode::FORBIDDEN,
-            "M_UNKNOWN_TOKEN",
-            "wrong admin token",
-        ));
+    if token_matches(token, &state.token) {
+        return Ok(next.run(request).await);
     }
-    Ok(next.run(request).await)
+    if let Some(oauth) = &state.oauth {
+        // Every admin request changes or reveals the whole host: no
+        // cached answers.
+        let owner = oauth
+            .owner(token, peer.ip(), crate::token_auth::Freshness::Fresh)
+            .await?;
+        if oauth.grants_admin(&owner) {
+            tracing::info!(user = %owner.user, method = %request.method(), path = %request.uri().path(), "admin request with an OAuth token");
+            return Ok(next.run(request).await);
+        }
+        return Err(ApiError::forbidden("the token lacks the admin scope"));
+    }
+    Err(ApiError::new(
+        StatusCode::FORBIDDEN,
+        "M_UNKNOWN_TOKEN",
+        "wrong admin token",
+    ))
 }
 
 fn registry_error(error: RegistryError) -> ApiError {

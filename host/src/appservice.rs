@@ -34,7 +34,12 @@ pub struct AppserviceState {
 }
 
 /// The appservice and provisioning router.
-pub fn router(bridge: Arc<Bridge>, hs_token: &str, max_body_bytes: usize) -> Router {
+pub fn router(
+    bridge: Arc<Bridge>,
+    hs_token: &str,
+    max_body_bytes: usize,
+    token_auth: Arc<crate::token_auth::TokenAuth>,
+) -> Router {
     let state = AppserviceState {
         bridge: bridge.clone(),
         hs_token: hs_token.into(),
@@ -53,7 +58,7 @@ pub fn router(bridge: Arc<Bridge>, hs_token: &str, max_body_bytes: usize) -> Rou
         ))
         .with_state(state);
     appservice
-        .merge(crate::provisioning::router(bridge))
+        .merge(crate::provisioning::router(bridge, token_auth))
         .layer(DefaultBodyLimit::max(max_body_bytes))
 }
 

@@ -13,6 +13,7 @@
 //! - [`workers`]: the serial workers behind both queues.
 //! - [`store`]: what the bridge remembers.
 
+pub mod accounts;
 mod backfill;
 pub mod commands;
 mod double_puppet;

@@ -264,6 +264,9 @@ fn generate_registration(config_path: &Path) -> Result<()> {
     for prefix in &generated.prefixes {
         println!("  ghosts: @{prefix}*");
     }
+    for pattern in &generated.accounts {
+        println!("  plugin accounts: @{pattern}");
+    }
     if let Some(double_puppet) = &generated.double_puppet {
         println!("wrote {} (double puppeting)", double_puppet.display());
     }

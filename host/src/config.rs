@@ -44,6 +44,10 @@ pub struct Config {
     /// The provisioning API.
     #[serde(default)]
     pub provisioning: ProvisioningConfig,
+    /// An OAuth 2.0 server whose tokens the provisioning and admin APIs
+    /// accept.
+    #[serde(default)]
+    pub oauth: Option<OAuthConfig>,
     /// Bridge behaviour.
     #[serde(default)]
     pub bridge: BridgeConfig,
@@ -173,6 +177,23 @@ pub struct ProvisioningConfig {
     /// Whether users may authenticate with their own Matrix access token.
     #[serde(default = "yes")]
     pub allow_matrix_auth: bool,
+    /// How long a user token found valid is trusted for requests that
+    /// only read, in seconds. Requests that change something always check
+    /// the token afresh.
+    #[serde(default = "default_token_cache_secs")]
+    pub token_cache_secs: u64,
+    /// Failed authentications one client address may make per minute;
+    /// past that it gets 429 without its tokens being checked.
+    #[serde(default = "default_failed_auth_per_minute")]
+    pub failed_auth_per_minute: u32,
+}
+
+fn default_token_cache_secs() -> u64 {
+    30
+}
+
+fn default_failed_auth_per_minute() -> u32 {
+    30
 }
 
 impl Default for ProvisioningConfig {
@@ -180,8 +201,47 @@ impl Default for ProvisioningConfig {
         Self {
             shared_secret: None,
             allow_matrix_auth: true,
+            token_cache_secs: default_token_cache_secs(),
+            failed_auth_per_minute: default_failed_auth_per_minute(),
         }
     }
+}
+
+/// An OAuth 2.0 authorization server whose access tokens weft accepts,
+/// checked by introspection (RFC 7662): for example the Matrix
+/// Authentication Service of a homeserver that delegates its auth.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OAuthConfig {
+    /// The issuer; its discovery document (`/.well-known/openid-configuration`
+    /// or `/.well-known/oauth-authorization-server`) names the endpoints.
+    pub issuer: String,
+    /// weft's client id at the issuer (introspection is authenticated).
+    pub client_id: String,
+    /// weft's client secret.
+    pub client_secret: String,
+    /// A token must name this audience (`aud`), if set.
+    pub audience: Option<String>,
+    /// A token must carry this scope to use the provisioning API, if set.
+    pub required_scope: Option<String>,
+    /// The claim of the introspection response that holds the Matrix user:
+    /// a full user id, or a localpart on [homeserver] domain.
+    #[serde(default = "default_user_claim")]
+    pub user_claim: String,
+    /// The longest an introspection result is trusted, in seconds (never
+    /// past the token's own `exp`).
+    #[serde(default = "default_oauth_cache_secs")]
+    pub max_cache_secs: u64,
+    /// A token with this scope may use the admin API, if set.
+    pub admin_scope: Option<String>,
+}
+
+fn default_user_claim() -> String {
+    "username".into()
+}
+
+fn default_oauth_cache_secs() -> u64 {
+    60
 }
 
 /// Bridge behaviour.
@@ -311,6 +371,12 @@ impl Config {
             absolute(&mut appservice.registration);
             absolute(&mut appservice.double_puppet_registration);
         }
+        for grants in self.plugin.values_mut() {
+            if let Some(tls) = grants.routes.as_mut().and_then(|r| r.tls.as_mut()) {
+                absolute(&mut tls.certificate);
+                absolute(&mut tls.key);
+            }
+        }
     }
 
     fn check(&self) -> Result<()> {
@@ -337,6 +403,16 @@ impl Config {
             bail!("[homeserver] and [appservice] go together: set both or neither");
         }
         self.runtime.check().map_err(anyhow::Error::msg)?;
+        crate::routes::check(&self.plugin)?;
+        if self.appservice.is_none()
+            && let Some(plugin) = self
+                .plugin
+                .iter()
+                .find(|(_, g)| g.routes.is_some())
+                .map(|(id, _)| id)
+        {
+            bail!("[plugin.{plugin}.routes] needs the public listener of [appservice]");
+        }
         Ok(())
     }
 

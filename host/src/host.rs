@@ -94,6 +94,16 @@ impl Host {
             storage.clone(),
         );
 
+        // A wrong issuer, a discovery document without introspection or
+        // a bad client secret stop the start here, naming the setting.
+        let introspector = match (&config.oauth, &config.homeserver) {
+            (Some(oauth), Some(homeserver)) => Some(
+                crate::token_auth::introspection::Introspector::discover(oauth, &homeserver.domain)
+                    .await?,
+            ),
+            (Some(_), None) => anyhow::bail!("[oauth] needs [homeserver] (its domain names users)"),
+            _ => None,
+        };
         let (shutdown, shutdown_rx) = watch::channel(false);
         let mut servers = Vec::new();
 
@@ -137,13 +147,26 @@ impl Host {
                 shutdown_rx.clone(),
             )));
             logins.set_deletion_hook(the_bridge.clone());
+            let accounts = crate::bridge::accounts::PluginAccounts::new(&the_bridge);
+            services.set_accounts(accounts.clone());
             registration_warnings = Some((registration.clone(), homeserver.domain.clone()));
+            let provisioning = &config.provisioning;
+            let token_auth = crate::token_auth::TokenAuth::new(
+                provisioning
+                    .allow_matrix_auth
+                    .then(|| the_bridge.client.clone()),
+                introspector.clone(),
+                std::time::Duration::from_secs(provisioning.token_cache_secs),
+                provisioning.failed_auth_per_minute,
+            );
             let router = crate::appservice::router(
                 the_bridge.clone(),
                 &registration.hs_token,
                 appservice.max_body_bytes,
+                token_auth,
             )
-            .merge(crate::capture::router(captures.clone()));
+            .merge(crate::capture::router(captures.clone()))
+            .merge(crate::routes::router(&registry, &config.plugin));
             let (addr, task) = serve(appservice.listen, router, shutdown_rx.clone())
                 .await
                 .context("failed to start the appservice server")?;
@@ -155,7 +178,13 @@ impl Host {
             }
             appservice_addr = Some(addr);
             servers.push(task);
+            for (_, _, task) in
+                crate::routes::serve_tls(&registry, &config.plugin, &shutdown_rx).await?
+            {
+                servers.push(task);
+            }
             prepare_bot(&the_bridge).await;
+            accounts.detect_auth_mode().await;
             // Matrix events stored before a restart go on; those whose
             // plugin is not loaded yet wait for it.
             the_bridge.resume_inbound()?;
@@ -187,6 +216,22 @@ impl Host {
                 outbox: outbox.clone(),
                 bridge: bridge.clone(),
                 token: admin_config.token.clone().into(),
+                oauth: introspector
+                    .clone()
+                    .filter(|_| {
+                        config
+                            .oauth
+                            .as_ref()
+                            .is_some_and(|o| o.admin_scope.is_some())
+                    })
+                    .map(|introspector| {
+                        crate::token_auth::TokenAuth::new(
+                            None,
+                            Some(introspector),
+                            std::time::Duration::ZERO,
+                            config.provisioning.failed_auth_per_minute,
+                        )
+                    }),
                 load_errors: load_errors.clone(),
             };
             let (addr, task) = serve(
@@ -334,7 +379,8 @@ pub(crate) async fn serve(
                 }
             }
         };
-        if let Err(error) = axum::serve(listener, router)
+        let service = router.into_make_service_with_connect_info::<SocketAddr>();
+        if let Err(error) = axum::serve(listener, service)
             .with_graceful_shutdown(stopped)
             .await
         {

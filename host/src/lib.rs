@@ -17,8 +17,10 @@ pub mod logins;
 pub mod matrix;
 pub mod outbox;
 pub mod provisioning;
+pub mod routes;
 pub mod services;
 pub mod telemetry;
+pub mod token_auth;
 pub mod trees;
 pub mod watcher;
 

@@ -3,57 +3,46 @@
 //!
 //! Authentication: `Authorization: Bearer <token>`. The shared secret
 //! (compared in constant time) lets its holder act as the `?user_id=`
-//! given. Any other token is taken as the user's own Matrix access token
-//! and checked with `/whoami` on the homeserver; the answer is cached for
-//! five minutes (keyed by the token's hash, never the token).
+//! given. Any other token is the user's own: an OAuth token introspected
+//! at `[oauth] issuer`, or a Matrix access token checked with `/whoami`
+//! ([`crate::token_auth`] caches, coalesces and rate-limits the checks).
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{HeaderMap, StatusCode};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::http::{HeaderMap, Method, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
-use ruma::api::client::account::whoami;
 use ruma::{OwnedUserId, UserId};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
-use sha2::{Digest, Sha256};
 
 use crate::api_error::{ApiError, ApiResult, bearer, token_matches};
 use crate::bridge::Bridge;
 use crate::login_process::{ProcessError, Progress, StepInput, StepView};
 use crate::logins::{BridgeState, LoginKey};
-
-/// How long a `/whoami` answer is trusted.
-const WHOAMI_CACHE: Duration = Duration::from_secs(300);
-/// At most this many cached answers; older ones go first.
-const WHOAMI_CACHE_SIZE: usize = 10_000;
-
-/// Users' `/whoami` answers by token hash, with when they were fetched.
-type WhoamiCache = Mutex<BTreeMap<[u8; 32], (OwnedUserId, Instant)>>;
+use crate::token_auth::{Freshness, TokenAuth};
 
 /// The provisioning API's state.
 #[derive(Clone)]
 pub struct ProvisioningState {
     /// The bridge.
     pub bridge: Arc<Bridge>,
-    whoami: Arc<WhoamiCache>,
+    auth: Arc<TokenAuth>,
 }
 
 /// The Matrix user a request acts as.
 #[derive(Clone)]
 struct ActingUser(OwnedUserId);
 
-/// The provisioning router.
-pub fn router(bridge: Arc<Bridge>) -> Router {
-    let state = ProvisioningState {
-        bridge,
-        whoami: Arc::default(),
-    };
+/// The provisioning router; `auth` checks users' own tokens.
+pub fn router(bridge: Arc<Bridge>, auth: Arc<TokenAuth>) -> Router {
+    let state = ProvisioningState { bridge, auth };
     Router::new()
         .route("/_matrix/provision/v3/whoami", get(whoami_handler))
         .route("/_matrix/provision/v3/login/flows", get(login_flows))
@@ -86,6 +75,7 @@ struct UserQuery {
 
 async fn authenticate(
     State(state): State<ProvisioningState>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     Query(query): Query<UserQuery>,
     mut request: Request,
@@ -109,8 +99,15 @@ async fn authenticate(
     };
     let user = if token_matches(token, secret) {
         claimed.ok_or_else(|| ApiError::bad_request("the shared secret needs ?user_id="))?
-    } else if config.allow_matrix_auth {
-        let user = state.matrix_user(token).await?;
+    } else if state.auth.is_enabled() {
+        // A request that changes something never rides on an old answer:
+        // a token logged out a moment ago must not start a login.
+        let freshness = if request.method() == Method::GET {
+            Freshness::Cached
+        } else {
+            Freshness::Fresh
+        };
+        let user = state.auth.owner(token, peer.ip(), freshness).await?.user;
         if claimed.is_some_and(|c| c != user) {
             return Err(ApiError::forbidden(
                 "the access token belongs to another user",
@@ -131,43 +128,6 @@ async fn authenticate(
     }
     request.extensions_mut().insert(ActingUser(user));
     Ok(next.run(request).await)
-}
-
-impl ProvisioningState {
-    async fn matrix_user(&self, token: &str) -> Result<OwnedUserId, ApiError> {
-        let hash: [u8; 32] = Sha256::digest(token.as_bytes()).into();
-        if let Some((user, at)) = self
-            .whoami
-            .lock()
-            .expect("whoami cache poisoned")
-            .get(&hash)
-            && at.elapsed() < WHOAMI_CACHE
-        {
-            return Ok(user.clone());
-        }
-        let response = self
-            .bridge
-            .client
-            .send_as_token(whoami::v3::Request::new(), token)
-            .await
-            .map_err(|error| match error.errcode() {
-                Some("M_UNKNOWN_TOKEN" | "M_MISSING_TOKEN" | "M_FORBIDDEN") => ApiError::new(
-                    StatusCode::UNAUTHORIZED,
-                    "M_UNKNOWN_TOKEN",
-                    "the access token is not valid",
-                ),
-                _ => ApiError::internal(error),
-            })?;
-        let mut cache = self.whoami.lock().expect("whoami cache poisoned");
-        cache.retain(|_, (_, at)| at.elapsed() < WHOAMI_CACHE);
-        if cache.len() >= WHOAMI_CACHE_SIZE
-            && let Some(oldest) = cache.iter().min_by_key(|(_, (_, at))| *at).map(|(k, _)| *k)
-        {
-            cache.remove(&oldest);
-        }
-        cache.insert(hash, (response.user_id.clone(), Instant::now()));
-        Ok(response.user_id)
-    }
 }
 
 fn process_error(error: ProcessError) -> ApiError {

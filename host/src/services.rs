@@ -24,6 +24,8 @@ pub struct RuntimeServices {
     plugin_loads: tokio::sync::watch::Sender<u64>,
     /// The capture pages of login processes.
     captures: Arc<CaptureSessions>,
+    /// The `appservice` import, once the bridge exists.
+    accounts: std::sync::OnceLock<Arc<crate::bridge::accounts::PluginAccounts>>,
 }
 
 impl RuntimeServices {
@@ -40,7 +42,13 @@ impl RuntimeServices {
             bot_localpart,
             plugin_loads: tokio::sync::watch::Sender::new(0),
             captures,
+            accounts: std::sync::OnceLock::new(),
         }
+    }
+
+    /// Serves the `appservice` import through `accounts` from now on.
+    pub fn set_accounts(&self, accounts: Arc<crate::bridge::accounts::PluginAccounts>) {
+        let _ = self.accounts.set(accounts);
     }
 
     /// Changes whenever a plugin is loaded or upgraded.
@@ -124,7 +132,16 @@ impl HostServices for RuntimeServices {
             .map_err(|conflict| format!("plugin {}: {conflict}", plugin.id()))
     }
 
-    fn plugin_current(&self, _plugin: &LoadedPlugin) {
+    fn plugin_current(&self, plugin: &LoadedPlugin) {
+        if let Some(accounts) = self.accounts.get() {
+            accounts.plugin_current(plugin);
+        }
         self.plugin_loads.send_modify(|loads| *loads += 1);
+    }
+
+    fn appservice(&self) -> Option<Arc<dyn weft_runtime::PluginAppservice>> {
+        self.accounts
+            .get()
+            .map(|a| a.clone() as Arc<dyn weft_runtime::PluginAppservice>)
     }
 }

@@ -30,3 +30,6 @@ pub const INBOUND: &str = "inbound";
 pub const INBOUND_SEEN: &str = "inbound_seen";
 /// Matrix events that could not be handled: (room, seq) → entry.
 pub const INBOUND_DEAD: &str = "inbound_dead";
+/// Rooms plugins created through the `appservice` import: (plugin, room
+/// id) → creation time (ms).
+pub const PLUGIN_ROOMS: &str = "plugin_rooms";

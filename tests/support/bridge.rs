@@ -12,6 +12,7 @@ use weft_host::logins::LoginKey;
 
 use crate::echo::Echo;
 use crate::fault_proxy::FaultProxy;
+use crate::mas::{DelegatedHomeserver, Mas};
 use crate::matrix::MatrixUser;
 use crate::synapse::{DOMAIN, Synapse, free_port};
 
@@ -34,6 +35,9 @@ pub fn step_path(step: &Value, kind: &str) -> String {
 pub struct BridgeEnv {
     /// The homeserver.
     pub synapse: Synapse,
+    /// The OAuth server in front of it, when its auth is delegated
+    /// ([`BridgeOptions::delegated_auth`]).
+    pub mas: Option<Mas>,
     /// The remote network.
     pub echo: Echo,
     /// The host (None while stopped for a restart, or when it runs as a
@@ -74,8 +78,13 @@ pub struct BridgeOptions {
     /// More plugins to load beside echo, by package name (e.g. `probe`,
     /// `msal`).
     pub plugins: Vec<&'static str>,
-    /// Config text appended as it is, e.g. their grants and settings.
+    /// Config text appended as it is, e.g. their grants and settings;
+    /// `${HOMESERVER_URL}` stands for the homeserver's URL.
     pub config: Vec<String>,
+    /// Runs the bridge against a homeserver whose auth is delegated to an
+    /// OAuth server (MSC3861, "MAS mode": [`DelegatedHomeserver`]): users
+    /// come from MAS, with MAS tokens.
+    pub delegated_auth: bool,
 }
 
 impl BridgeEnv {
@@ -171,7 +180,10 @@ poll-interval-ms = 100
             bridge_settings = options.bridge_settings.join("\n"),
             echo_grants = options.echo_grants.join("\n"),
             echo_settings = options.echo_settings.join("\n"),
-            extra_config = options.config.join("\n"),
+            extra_config = options
+                .config
+                .join("\n")
+                .replace("${HOMESERVER_URL}", &homeserver_url),
         );
         let config = Config::from_toml(&config_text, dir.path()).unwrap();
         let generated = weft_host::matrix::registration::generate(&config).unwrap();
@@ -179,9 +191,20 @@ poll-interval-ms = 100
         registrations.extend(generated.double_puppet);
         let registrations: Vec<&std::path::Path> =
             registrations.iter().map(PathBuf::as_path).collect();
-        let synapse = Synapse::start_with(homeserver_port, &registrations).await;
+        let (synapse, mas) = match options.delegated_auth {
+            true => {
+                let homeserver =
+                    DelegatedHomeserver::start_on(homeserver_port, &registrations).await;
+                (homeserver.synapse, Some(homeserver.mas))
+            }
+            false => (
+                Synapse::start_with(homeserver_port, &registrations).await,
+                None,
+            ),
+        };
         let mut env = Self {
             synapse,
+            mas,
             echo,
             host: None,
             process: None,
@@ -283,9 +306,22 @@ poll-interval-ms = 100
         std::fs::read_to_string(self.dir.path().join("host.log")).unwrap_or_default()
     }
 
-    /// Registers a Matrix user.
+    /// Registers a Matrix user (with delegated auth: provisions them
+    /// through MAS, with a MAS token).
     pub async fn user(&self, name: &str) -> MatrixUser {
-        MatrixUser::register(&self.synapse.url, name).await
+        let Some(mas) = &self.mas else {
+            return MatrixUser::register(&self.synapse.url, name).await;
+        };
+        mas.provision_user(name).await;
+        let token = mas.token_for(name).await;
+        MatrixUser::from_token(&self.synapse.url, &format!("@{name}:{DOMAIN}"), &token)
+    }
+
+    /// The OAuth server of a bridge with delegated auth.
+    pub fn mas(&self) -> &Mas {
+        self.mas
+            .as_ref()
+            .expect("the bridge runs with BridgeOptions::delegated_auth")
     }
 
     /// Calls the provisioning API as `user` with their own access token.

@@ -104,7 +104,9 @@ pub mod bridge;
 pub mod browser;
 pub mod echo;
 pub mod fault_proxy;
+pub mod mas;
 pub mod matrix;
+pub mod mumble;
 pub mod synapse;
 
 /// The `weft` binary as this crate builds it (`weft-test-host`), beside

@@ -61,6 +61,48 @@ impl MatrixUser {
         }
     }
 
+    /// A user whose token was issued elsewhere (e.g. by a credential
+    /// provider).
+    pub fn from_token(homeserver: &str, user_id: &str, token: &str) -> Self {
+        Self {
+            user_id: user_id.to_owned(),
+            token: token.to_owned(),
+            homeserver: homeserver.to_owned(),
+            http: reqwest::Client::new(),
+        }
+    }
+
+    /// `GET /account/whoami`: the user id, or the HTTP status the
+    /// homeserver refused the token with.
+    pub async fn whoami(&self) -> Result<String, u16> {
+        let response = self
+            .http
+            .get(format!(
+                "{}/_matrix/client/v3/account/whoami",
+                self.homeserver
+            ))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .unwrap();
+        let status = response.status();
+        if !status.is_success() {
+            return Err(status.as_u16());
+        }
+        let body: Value = response.json().await.unwrap();
+        Ok(body["user_id"].as_str().unwrap().to_owned())
+    }
+
+    /// Logs this token out.
+    pub async fn logout(&self) {
+        self.call(
+            reqwest::Method::POST,
+            "/_matrix/client/v3/logout",
+            Some(json!({})),
+        )
+        .await;
+    }
+
     async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Value {
         let mut request = self
             .http

@@ -9,6 +9,12 @@ use std::time::Duration;
 /// The server name of test homeservers.
 pub const DOMAIN: &str = "localhost";
 
+/// Open registration without verification (and a registration shared
+/// secret): how ordinary test users get their accounts and tokens.
+pub const OPEN_REGISTRATION: &str = "registration_shared_secret: \"test-registration-secret\"
+enable_registration: true
+enable_registration_without_verification: true";
+
 /// A running Synapse; stopped when dropped.
 pub struct Synapse {
     child: Option<Child>,
@@ -44,6 +50,13 @@ impl Synapse {
 
     /// Starts Synapse on `port` with several appservice registrations.
     pub async fn start_with(port: u16, registrations: &[&Path]) -> Self {
+        Self::start_with_auth(port, registrations, OPEN_REGISTRATION).await
+    }
+
+    /// Starts Synapse on `port` with several appservice registrations and
+    /// `auth` (homeserver.yaml lines) saying how users get their tokens:
+    /// [`OPEN_REGISTRATION`], or delegated auth (`crate::mas`).
+    pub(crate) async fn start_with_auth(port: u16, registrations: &[&Path], auth: &str) -> Self {
         let venv = venv();
         let dir = tempfile::tempdir().unwrap();
         let path = |name: &str| dir.path().join(name).display().to_string();
@@ -86,11 +99,9 @@ signing_key_path: "{key}"
 report_stats: false
 trusted_key_servers: []
 suppress_key_server_warning: true
-registration_shared_secret: "test-registration-secret"
 macaroon_secret_key: "test-macaroon-secret"
 form_secret: "test-form-secret"
-enable_registration: true
-enable_registration_without_verification: true
+{auth}
 presence:
   enabled: false
 # Tests poll /sync for invites; Synapse would serve the same answer for

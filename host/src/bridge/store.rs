@@ -123,6 +123,7 @@ pub struct BridgeStore {
     /// scanning every user.
     management_rooms: Table<String>,
     dispatched: Table<u64>,
+    plugin_rooms: Table<u64>,
 }
 
 impl BridgeStore {
@@ -139,12 +140,25 @@ impl BridgeStore {
             users: Table::open(s, trees::USERS)?,
             management_rooms: Table::open(s, trees::MANAGEMENT_ROOMS)?,
             dispatched: Table::open(s, trees::DISPATCHED)?,
+            plugin_rooms: Table::open(s, trees::PLUGIN_ROOMS)?,
         })
     }
 
     /// The underlying storage.
     pub fn storage(&self) -> &Arc<dyn Storage> {
         &self.storage
+    }
+
+    /// Records that `plugin` created `room_id` (`appservice.create-room`).
+    pub fn put_plugin_room(&self, plugin: &str, room_id: &str) -> storage::Result<()> {
+        let key = KeyBuf::new().push(plugin).push(room_id);
+        self.plugin_rooms.put(&key, &weft_runtime::now_ms())
+    }
+
+    /// Whether `plugin` created `room_id`.
+    pub fn is_plugin_room(&self, plugin: &str, room_id: &str) -> storage::Result<bool> {
+        let key = KeyBuf::new().push(plugin).push(room_id);
+        Ok(self.plugin_rooms.get(&key)?.is_some())
     }
 
     /// The portal `key`.

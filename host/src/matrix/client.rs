@@ -198,6 +198,33 @@ impl HomeserverClient {
         }
     }
 
+    /// Whether the homeserver delegates authentication to an OAuth server
+    /// (MSC3861 / MAS): it then publishes auth metadata (MSC2965, stable
+    /// since Matrix 1.15, or under its unstable path).
+    pub async fn delegates_auth(&self) -> Result<bool, HsError> {
+        for path in [
+            "/_matrix/client/v1/auth_metadata",
+            "/_matrix/client/unstable/org.matrix.msc2965/auth_metadata",
+        ] {
+            let response = self
+                .http
+                .get(format!("{}{path}", self.base_url))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await
+                .map_err(|e| HsError::Network(e.without_url().to_string()))?;
+            let status = response.status();
+            if status.is_success() {
+                return Ok(true);
+            }
+            if status.is_server_error() {
+                let bytes = response.bytes().await.unwrap_or_default();
+                return Err(api_error(status.as_u16(), &bytes, None));
+            }
+        }
+        Ok(false)
+    }
+
     /// Downloads `mxc` with authenticated media (the token in the
     /// `Authorization` header), reading at most `max_bytes`. Returns the
     /// content type and the bytes.

@@ -27,12 +27,14 @@ pub fn random_token() -> String {
         .collect()
 }
 
-/// Builds the registration for `ghost_prefixes`, keeping the tokens of
-/// `existing` if given.
+/// Builds the registration for `ghost_prefixes` and the localpart
+/// patterns of plugins granted `appservice` (`account_patterns`), keeping
+/// the tokens of `existing` if given.
 pub fn build(
     homeserver: &HomeserverConfig,
     appservice: &AppserviceConfig,
     ghost_prefixes: &[String],
+    account_patterns: &[String],
     existing: Option<&Registration>,
 ) -> Registration {
     let mut users = vec![Namespace::new(
@@ -47,6 +49,12 @@ pub fn build(
         users.push(Namespace::new(
             true,
             namespace_regex(prefix, &homeserver.domain),
+        ));
+    }
+    for pattern in account_patterns {
+        users.push(Namespace::new(
+            true,
+            format!("@(?:{pattern}):{}", regex::escape(&homeserver.domain)),
         ));
     }
     let mut namespaces = Namespaces::new();
@@ -96,34 +104,55 @@ pub fn build_double_puppet(
     .into()
 }
 
-/// The ghost prefixes of the connectors in the plugins directory of
-/// `config` (from their manifests and the operator's grants, without
-/// compiling them), and the files that failed.
-pub fn ghost_prefixes_in(
-    config: &crate::config::Config,
-) -> (Vec<String>, Vec<(std::path::PathBuf, String)>) {
-    let mut prefixes = Vec::new();
-    let mut failures = Vec::new();
+/// The user namespaces the plugins of a plugins directory need.
+#[derive(Debug, Default)]
+pub struct PluginNamespaces {
+    /// The connectors' ghost prefixes.
+    pub ghost_prefixes: Vec<String>,
+    /// The localpart patterns of plugins granted `appservice`.
+    pub account_patterns: Vec<String>,
+    /// Files whose manifest does not read, and why.
+    pub failures: Vec<(std::path::PathBuf, String)>,
+}
+
+/// The namespaces of the plugins in the plugins directory of `config`
+/// (from their manifests and the operator's grants, without compiling
+/// them).
+pub fn namespaces_in(config: &crate::config::Config) -> PluginNamespaces {
+    let mut found = PluginNamespaces::default();
     let components = components_in(&config.plugins.dir).unwrap_or_default();
     for path in components {
         let manifest = PluginSource::read(&path)
             .map_err(|e| e.to_string())
             .and_then(|s| Manifest::parse(&s.manifest).map_err(|e| e.to_string()));
-        match manifest {
-            Ok(m) if m.world == World::Connector => {
-                let prefix = config
-                    .grants(&m.id)
-                    .ghost_prefix
-                    .unwrap_or_else(|| m.ghost_prefix());
-                if !prefixes.contains(&prefix) {
-                    prefixes.push(prefix);
-                }
+        let manifest = match manifest {
+            Ok(manifest) => manifest,
+            Err(error) => {
+                found.failures.push((path, error));
+                continue;
             }
-            Ok(_) => {}
-            Err(error) => failures.push((path, error)),
+        };
+        let grants = config.grants(&manifest.id);
+        if manifest.world == World::Connector {
+            let prefix = grants
+                .ghost_prefix
+                .clone()
+                .unwrap_or_else(|| manifest.ghost_prefix());
+            if !found.ghost_prefixes.contains(&prefix) {
+                found.ghost_prefixes.push(prefix);
+            }
+        }
+        let pattern = grants
+            .appservice_users
+            .or_else(|| manifest.capabilities.appservice_users.clone());
+        if grants.appservice
+            && let Some(pattern) = pattern
+            && !found.account_patterns.contains(&pattern)
+        {
+            found.account_patterns.push(pattern);
         }
     }
-    (prefixes, failures)
+    found
 }
 
 /// What `generate` wrote.
@@ -132,6 +161,8 @@ pub struct Generated {
     pub registration: Registration,
     /// The ghost prefixes it covers.
     pub prefixes: Vec<String>,
+    /// The localpart patterns of plugins' own users it covers.
+    pub accounts: Vec<String>,
     /// The double-puppeting registration's file, if double puppeting is
     /// on.
     pub double_puppet: Option<std::path::PathBuf>,
@@ -144,12 +175,18 @@ pub fn generate(config: &crate::config::Config) -> Result<Generated> {
     let (Some(homeserver), Some(appservice)) = (&config.homeserver, &config.appservice) else {
         anyhow::bail!("the config has no [homeserver] and [appservice] sections");
     };
-    let (prefixes, failures) = ghost_prefixes_in(config);
-    for (path, error) in failures {
+    let found = namespaces_in(config);
+    for (path, error) in &found.failures {
         tracing::warn!(path = %path.display(), %error, "skipping a plugin whose manifest does not read");
     }
     let existing = read(&appservice.registration).ok();
-    let registration = build(homeserver, appservice, &prefixes, existing.as_ref());
+    let registration = build(
+        homeserver,
+        appservice,
+        &found.ghost_prefixes,
+        &found.account_patterns,
+        existing.as_ref(),
+    );
     write(&appservice.registration, &registration)?;
     let double_puppet = if config.bridge.double_puppet {
         let path = &appservice.double_puppet_registration;
@@ -164,7 +201,8 @@ pub fn generate(config: &crate::config::Config) -> Result<Generated> {
     };
     Ok(Generated {
         registration,
-        prefixes,
+        prefixes: found.ghost_prefixes,
+        accounts: found.account_patterns,
         double_puppet,
     })
 }
@@ -225,11 +263,12 @@ mod tests {
     #[test]
     fn regenerating_keeps_the_tokens_and_updates_namespaces() {
         let (homeserver, appservice) = configs();
-        let first = build(&homeserver, &appservice, &["echo_".into()], None);
+        let first = build(&homeserver, &appservice, &["echo_".into()], &[], None);
         let second = build(
             &homeserver,
             &appservice,
             &["echo_".into(), "teams_".into()],
+            &[],
             Some(&first),
         );
         // The homeserver keeps trusting the same tokens...
@@ -239,6 +278,24 @@ mod tests {
         // ...and the new plugin's ghosts are covered.
         assert!(!covers(&first, "teams_", "example.org"));
         assert!(covers(&second, "teams_", "example.org"));
+    }
+
+    #[test]
+    fn plugin_accounts_are_claimed_exclusively_on_the_domain_and_nothing_else() {
+        let (homeserver, appservice) = configs();
+        let registration = build(&homeserver, &appservice, &[], &["[0-9]+".into()], None);
+        let accounts = registration
+            .namespaces
+            .users
+            .iter()
+            .find(|ns| ns.regex.contains("[0-9]+"))
+            .expect("the plugin's users are in the registration");
+        assert!(accounts.exclusive);
+        let regex = regex::Regex::new(&format!("^(?:{})$", accounts.regex)).unwrap();
+        assert!(regex.is_match("@42:example.org"));
+        assert!(!regex.is_match("@42x:example.org"));
+        assert!(!regex.is_match("@42:example.org.evil"));
+        assert!(!regex.is_match("@weftbot:example.org"));
     }
 
     #[test]
@@ -262,7 +319,7 @@ mod tests {
     #[test]
     fn the_registration_round_trips_through_yaml() {
         let (homeserver, appservice) = configs();
-        let registration = build(&homeserver, &appservice, &["echo_".into()], None);
+        let registration = build(&homeserver, &appservice, &["echo_".into()], &[], None);
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("registration.yaml");
         write(&path, &registration).unwrap();
