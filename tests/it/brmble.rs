@@ -400,3 +400,73 @@ async fn with_client_certificates_the_hash_must_be_the_presented_certificates() 
         .unwrap();
     assert_eq!(plain.status(), 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brmble_clients_find_the_server_both_ways_and_talk_in_a_channel_room() {
+    let mumble_port = weft_tests::synapse::free_port();
+    let env = BridgeEnv::start_with(BridgeOptions {
+        plugins: vec!["brmble"],
+        config: vec![
+            "[plugin.brmble]".into(),
+            "appservice = true".into(),
+            "[plugin.brmble.routes]".into(),
+            "prefix = \"/brmble\"".into(),
+            "[plugin.brmble.settings]".into(),
+            "mumble-host = \"127.0.0.1\"".into(),
+            format!("mumble-port = {mumble_port}"),
+            "homeserver-url = \"${HOMESERVER_URL}\"".into(),
+            r#"channels = '{"1": "Lobby"}'"#.into(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    let welcome = format!(
+        "Welcome to our server!<br/><!--brmble:{{\"apiUrl\":\"{}\"}}-->",
+        api(&env)
+    );
+    let murmur = weft_tests::mumble::Murmur::start_on(mumble_port, &welcome).await;
+
+    // Flow A: Mumble first; the welcome text leads to the API.
+    let alice_identity = brmble_client::Identity::generate("alice").unwrap();
+    let alice = brmble_client::flow_a(murmur.host(), murmur.port(), &alice_identity, "alice")
+        .await
+        .unwrap();
+    assert_eq!(alice.api_url, api(&env));
+    assert_eq!(alice.credentials.matrix.user_id, format!("@1:{DOMAIN}"));
+    // The hash Brmble knows the user by is the one Mumble does.
+    assert_eq!(
+        alice.server_sync.client_cert_hash.as_deref(),
+        Some(alice_identity.cert_hash().as_str())
+    );
+    let message = brmble_client::server_credentials_message(&alice.credentials);
+    assert_eq!(message["type"], "server.credentials");
+    assert_eq!(message["data"]["matrix"]["userId"], format!("@1:{DOMAIN}"));
+
+    // Flow B: the API first; /server-info leads to Mumble.
+    let bob_identity = brmble_client::Identity::generate("bob").unwrap();
+    let bob = brmble_client::flow_b(&api(&env), &bob_identity, "bob")
+        .await
+        .unwrap();
+    assert_eq!(
+        (bob.mumble_host.as_str(), bob.mumble_port),
+        ("127.0.0.1", mumble_port)
+    );
+    assert_eq!(bob.credentials.matrix.user_id, format!("@2:{DOMAIN}"));
+
+    // Both talk in the Lobby's room, as the client does it.
+    brmble_client::join_and_say(&alice.credentials.matrix, "1", "hello from flow A")
+        .await
+        .unwrap();
+    brmble_client::join_and_say(&bob.credentials.matrix, "1", "hello from flow B")
+        .await
+        .unwrap();
+    let room = alice.credentials.matrix.room_map["1"].clone();
+    assert_eq!(bob.credentials.matrix.room_map["1"], room);
+    let bob_reads = MatrixUser::from_token(
+        &env.synapse.url,
+        &bob.credentials.matrix.user_id,
+        &bob.credentials.matrix.access_token,
+    );
+    bob_reads.wait_for_body(&room, "hello from flow A").await;
+    bob_reads.wait_for_body(&room, "hello from flow B").await;
+}

@@ -30,12 +30,17 @@ impl Murmur {
     /// welcome message (HTML, sent to every client in `ServerSync`), and
     /// waits until it accepts connections.
     pub async fn start(welcome_text: &str) -> Self {
+        Self::start_on(crate::synapse::free_port(), welcome_text).await
+    }
+
+    /// Starts murmurd on loopback port `port`, for a test that must name
+    /// the port before the server's welcome text is known.
+    pub async fn start_on(port: u16, welcome_text: &str) -> Self {
         assert!(
             Path::new(MURMURD).exists(),
             "{MURMURD} is missing: run scripts/setup.sh (it installs Debian's mumble-server)"
         );
         let dir = tempfile::tempdir().expect("a temporary directory");
-        let port = crate::synapse::free_port();
         let as_root = std::fs::metadata("/proc/self")
             .map(|m| m.uid() == 0)
             .unwrap_or(false);
