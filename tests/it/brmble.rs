@@ -470,3 +470,50 @@ async fn brmble_clients_find_the_server_both_ways_and_talk_in_a_channel_room() {
     bob_reads.wait_for_body(&room, "hello from flow A").await;
     bob_reads.wait_for_body(&room, "hello from flow B").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_homeserver_that_delegates_auth_the_provider_says_so_at_start_and_registers_no_one() {
+    let env = BridgeEnv::start_with(BridgeOptions {
+        plugins: vec!["brmble"],
+        delegated_auth: true,
+        process: true,
+        fault_proxy: true,
+        config: vec![
+            "[plugin.brmble]".into(),
+            "appservice = true".into(),
+            "[plugin.brmble.routes]".into(),
+            "prefix = \"/brmble\"".into(),
+            "[plugin.brmble.settings]".into(),
+            "mumble-host = \"127.0.0.1\"".into(),
+            "homeserver-url = \"${HOMESERVER_URL}\"".into(),
+        ],
+        ..Default::default()
+    })
+    .await;
+    // Said once, at load, naming the setting.
+    let log = env.host_log();
+    assert!(
+        log.contains("delegates authentication") && log.contains("[plugin.brmble] appservice"),
+        "{log}"
+    );
+    // A request gets the same explanation at once, and nothing reaches
+    // the homeserver's registration.
+    let (status, answer) = auth_token(&env, json!({ "certHash": hash(1) })).await;
+    assert_eq!(status, 503, "{answer}");
+    assert!(
+        answer["error"].as_str().unwrap().contains("MSC3861"),
+        "{answer}"
+    );
+    let seen = env.fault_proxy.as_ref().unwrap().seen();
+    assert!(
+        !seen.iter().any(|s| s.path_and_query.contains("/login")),
+        "{seen:?}"
+    );
+    assert_eq!(
+        seen.iter()
+            .filter(|s| s.path_and_query.contains("/register"))
+            .count(),
+        1,
+        "only the bot registers: {seen:?}"
+    );
+}

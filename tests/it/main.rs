@@ -30,4 +30,5 @@ mod relations;
 mod runtime;
 mod teams;
 mod timers;
+mod token_auth;
 mod wasi;

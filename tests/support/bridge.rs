@@ -262,6 +262,20 @@ poll-interval-ms = 100
         self.host = Some(Host::start(config).await.expect("the host starts again"));
     }
 
+    /// Restarts the host with `extra` appended to its config, e.g. a
+    /// section that names a server started after the bridge.
+    pub async fn reconfigure(&mut self, extra: &str) {
+        self.stop_host().await;
+        self.config_text.push('\n');
+        self.config_text.push_str(extra);
+        self.start_host().await;
+    }
+
+    /// The host's config text.
+    pub fn config_text(&self) -> &str {
+        &self.config_text
+    }
+
     /// Starts the host as a process (`weft run`) and waits until its
     /// connector is loaded.
     async fn spawn_host(&mut self) {

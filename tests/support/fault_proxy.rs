@@ -4,7 +4,9 @@
 //! after (so the host never learns that its message went through).
 //!
 //! Once armed, every third request fails, the faults taking turns; the
-//! others pass through untouched.
+//! others pass through untouched. Unarmed, it is a recording proxy: every
+//! request it saw is kept ([`FaultProxy::seen`]), so a test can count the
+//! calls a host made or check where their tokens went.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,26 +47,58 @@ pub struct FaultProxy {
 
 struct ProxyState {
     upstream: String,
+    /// Rewrites the upstream's base URL in answers to the proxy's own, so
+    /// a client follows links (e.g. a discovery document's endpoints)
+    /// through the proxy.
+    rewrite_to: std::sync::OnceLock<String>,
     http: reqwest::Client,
     requests: AtomicUsize,
     armed: std::sync::atomic::AtomicBool,
     injected: std::sync::Mutex<Vec<(Fault, String)>>,
+    seen: std::sync::Mutex<Vec<Seen>>,
+}
+
+/// A request the proxy saw.
+#[derive(Debug, Clone)]
+pub struct Seen {
+    /// Its method.
+    pub method: String,
+    /// Its path and query string.
+    pub path_and_query: String,
+    /// Whether it had an `Authorization` header.
+    pub authorization: bool,
 }
 
 impl FaultProxy {
     /// Starts a proxy to `upstream` (Synapse's base URL).
     pub async fn start(upstream: &str) -> Self {
+        Self::start_with(upstream, false).await
+    }
+
+    /// Starts a proxy to `upstream` that also rewrites the upstream's base
+    /// URL in its answers to the proxy's, so that links in them (an OAuth
+    /// discovery document's endpoints) lead back through it.
+    pub async fn start_rewriting(upstream: &str) -> Self {
+        Self::start_with(upstream, true).await
+    }
+
+    async fn start_with(upstream: &str, rewrite: bool) -> Self {
         let state = Arc::new(ProxyState {
+            rewrite_to: std::sync::OnceLock::new(),
             upstream: upstream.trim_end_matches('/').to_owned(),
             http: reqwest::Client::new(),
             requests: AtomicUsize::new(0),
             armed: std::sync::atomic::AtomicBool::new(false),
             injected: std::sync::Mutex::default(),
+            seen: std::sync::Mutex::default(),
         });
         let app = axum::Router::new()
             .fallback(forward)
             .with_state(state.clone());
         let addr = crate::servers::serve(app).await;
+        if rewrite {
+            let _ = state.rewrite_to.set(format!("http://{addr}"));
+        }
         Self { addr, state }
     }
 
@@ -76,6 +110,11 @@ impl FaultProxy {
     /// Starts failing requests.
     pub fn arm(&self) {
         self.state.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Every request seen so far, in order.
+    pub fn seen(&self) -> Vec<Seen> {
+        self.state.seen.lock().unwrap().clone()
     }
 
     /// The faults injected so far, with the path of each request.
@@ -105,6 +144,13 @@ async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Resp
         .path_and_query()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_default();
+    state.seen.lock().unwrap().push(Seen {
+        method: request.method().to_string(),
+        path_and_query: path.clone(),
+        authorization: request
+            .headers()
+            .contains_key(axum::http::header::AUTHORIZATION),
+    });
     let is_send = request.method() == axum::http::Method::PUT && path.contains("/send/");
     let fault = (n % 3 == 2).then(|| FAULTS[(n / 3) % FAULTS.len()]);
     // Dropping after forwarding only matters where a retry could
@@ -154,7 +200,12 @@ async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Resp
     }
     let status = response.status();
     let headers = response.headers().clone();
-    let bytes = response.bytes().await.unwrap_or_default();
+    let mut bytes = response.bytes().await.unwrap_or_default();
+    if let Some(own) = state.rewrite_to.get()
+        && let Ok(text) = std::str::from_utf8(&bytes)
+    {
+        bytes = Bytes::from(text.replace(&state.upstream, own));
+    }
     let mut answer = Response::new(Body::from(bytes));
     *answer.status_mut() = status;
     for (name, value) in &headers {

@@ -89,6 +89,9 @@ impl CredentialProvider for Brmble {
         // not a failure of the plugin.
         match outcome {
             Err(Error::InvalidInput(message)) => Ok(Response::error(400, "M_BAD_JSON", &message)),
+            // The homeserver cannot issue tokens to appservice users (it
+            // delegates its auth): the operator's to fix, and said so.
+            Err(Error::Unsupported(message)) => Ok(Response::error(503, "M_UNAVAILABLE", &message)),
             other => other,
         }
     }
@@ -283,10 +286,12 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// How an appservice failure reaches the client: a retry later for an
-/// unavailable homeserver, a plain failure otherwise (logged by the host).
+/// unavailable homeserver, the host's explanation when the homeserver
+/// cannot do it at all, a plain failure otherwise (logged by the host).
 fn failure(error: AppserviceError) -> Error {
     match error {
         AppserviceError::Unavailable(m) => Error::transient(m),
+        AppserviceError::Unsupported(m) => Error::Unsupported(m),
         other => Error::internal(other.to_string()),
     }
 }
