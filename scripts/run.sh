@@ -2,14 +2,16 @@
 # Runs a working bridge on this machine: a local Synapse (from the
 # project's venv), the echo chat service with two accounts, the fake
 # Teams (examples/fake-teams: Teams and the Microsoft identity platform,
-# with two accounts), and weft with the echo connector, the Teams
-# connector and the MSAL login provider loaded from its plugins directory
-# on the embedded sled database. Prints how to log in with any Matrix
-# client.
+# with two accounts), a Mumble server whose welcome text points at the
+# Brmble provider, and weft with the echo connector, the Teams connector,
+# the MSAL login provider and the Brmble credential provider loaded from
+# its plugins directory on the embedded sled database. Prints how to log
+# in with any Matrix client, and how to try Brmble with its example client.
 #
 # Everything lives in .dev/ (delete it to start over). Ctrl-C stops it all.
 # Ports: WEFT_HS_PORT (8008), WEFT_AS_PORT (29300), WEFT_ADMIN_PORT
-# (29380), WEFT_ECHO_PORT (8090), WEFT_TEAMS_PORT (8095).
+# (29380), WEFT_ECHO_PORT (8090), WEFT_TEAMS_PORT (8095), WEFT_MUMBLE_PORT
+# (64738).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT="$(pwd)"
@@ -19,6 +21,7 @@ AS_PORT="${WEFT_AS_PORT:-29300}"
 ADMIN_PORT="${WEFT_ADMIN_PORT:-29380}"
 ECHO_PORT="${WEFT_ECHO_PORT:-8090}"
 TEAMS_PORT="${WEFT_TEAMS_PORT:-8095}"
+MUMBLE_PORT="${WEFT_MUMBLE_PORT:-64738}"
 DEV="$ROOT/.dev"
 MATRIX_USER="me"
 MATRIX_PASSWORD="weft-demo-password"
@@ -26,17 +29,18 @@ MATRIX_PASSWORD="weft-demo-password"
 scripts/setup.sh
 step() { printf '\n==> %s\n' "$*"; }
 
-step "building weft, the echo service, the fake Teams and the echo, Teams and MSAL plugins"
+step "building weft, the echo service, the fake Teams, the Brmble client and the echo, Teams, MSAL and Brmble plugins"
 # The whole workspace, as scripts/test.sh builds it: the same features,
 # so one build serves both.
 cargo build --workspace --locked
-cargo weft build -p echo -p msal -p teams
+cargo weft build -p echo -p msal -p teams -p brmble
 WEFT="$ROOT/target/debug/weft"
 ECHO_SERVICE="$ROOT/target/debug/echo-service"
 FAKE_TEAMS="$ROOT/target/debug/fake-teams"
+BRMBLE_CLIENT="$ROOT/target/debug/brmble-client"
 
 mkdir -p "$DEV/plugins" "$DEV/synapse/media"
-for plugin in echo msal teams; do
+for plugin in echo msal teams brmble; do
   cp "target/plugins/$plugin.wasm" "$DEV/plugins/$plugin.wasm"
 done
 secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
@@ -102,6 +106,24 @@ auth-url = "http://127.0.0.1:$TEAMS_PORT/api/auth"
 chat-service-url = "http://127.0.0.1:$TEAMS_PORT"
 poll-interval-ms = 2000
 discovery-interval-ms = 10000
+EOF
+fi
+# The Brmble credential provider: its routes on the appservice listener,
+# its users (@<number>:localhost) through the appservice.
+if ! has_plugin brmble; then
+  cat >> "$DEV/weft.toml" <<EOF
+
+[plugin.brmble]
+appservice = true
+
+[plugin.brmble.routes]
+prefix = "/brmble"
+
+[plugin.brmble.settings]
+mumble-host = "127.0.0.1"
+mumble-port = $MUMBLE_PORT
+homeserver-url = "http://127.0.0.1:$HS_PORT"
+channels = '{"1": "Lobby", "2": "Music"}'
 EOF
 fi
 # Synapse (started below) reads the registration at startup.
@@ -187,6 +209,34 @@ done
 curl -fs -o /dev/null "http://127.0.0.1:$TEAMS_PORT/fake" || {
   echo "the fake Teams did not start; see .dev/fake-teams.log" >&2; exit 1; }
 
+BRMBLE_NOTE="Brmble needs murmurd (Debian's mumble-server): not installed, so skipped."
+if [ -x /usr/sbin/murmurd ]; then
+  step "starting murmurd on 127.0.0.1:$MUMBLE_PORT (log: .dev/murmur/murmur.log)"
+  mkdir -p "$DEV/murmur"
+  # murmurd started as root runs as mumble-server: its directory is that user's.
+  if [ "$(id -u)" -eq 0 ] && id mumble-server >/dev/null 2>&1; then
+    chown mumble-server: "$DEV/murmur"
+  fi
+  cat > "$DEV/murmur/murmur.ini" <<EOF
+database=$DEV/murmur/murmur.sqlite
+host=127.0.0.1
+port=$MUMBLE_PORT
+logfile=
+pidfile=
+bonjour=false
+welcometext="Welcome to the weft demo!<br/><!--brmble:{\\"apiUrl\\":\\"http://127.0.0.1:$AS_PORT/brmble\\"}-->"
+EOF
+  if [ "$(id -u)" -eq 0 ]; then echo "uname=mumble-server" >> "$DEV/murmur/murmur.ini"; fi
+  /usr/sbin/murmurd -ini "$DEV/murmur/murmur.ini" -fg > "$DEV/murmur/murmur.log" 2>&1 &
+  PIDS+=($!)
+  BRMBLE_NOTE="Brmble (a Mumble server whose users get Matrix accounts): the example client
+finds the API in murmur's welcome text (flow A), gets its Matrix account and
+says hello in the Lobby's room:
+  $BRMBLE_CLIENT --identity .dev/brmble-identity --mumble 127.0.0.1:$MUMBLE_PORT \
+    --username you --say hello --channel 1
+(or start from the API, flow B: --api-url http://127.0.0.1:$AS_PORT/brmble)."
+fi
+
 cat <<EOF
 
 weft is starting. Log in with any Matrix client:
@@ -215,6 +265,8 @@ all of it at http://127.0.0.1:$TEAMS_PORT/fake). In the same chat with the bot:
     and paste it there
 Each Teams account gets its own rooms. Write in "Teams Echo" and the echo
 account answers.
+
+$BRMBLE_NOTE
 
 Operators: $WEFT --config .dev/weft.toml plugin list   (or: login list)
 Stop with Ctrl-C.
