@@ -325,7 +325,7 @@ impl Bridge {
         request.login_type = Some(LoginType::ApplicationService);
         request.inhibit_login = true;
         request.kind = RegistrationKind::User;
-        match self.client.send(request, None).await {
+        match self.client.send_as_appservice(request).await {
             Ok(_) => Ok(()),
             Err(error) if error.errcode() == Some("M_USER_IN_USE") => Ok(()),
             Err(error) => Err(error.into()),

@@ -234,6 +234,11 @@ pub struct OAuthConfig {
     pub max_cache_secs: u64,
     /// A token with this scope may use the admin API, if set.
     pub admin_scope: Option<String>,
+    /// Makes the bot an OAuth client: its own homeserver calls carry a
+    /// `client_credentials` token of weft's client, for this device
+    /// (scopes `urn:matrix:client:api:*` and the device's). Registering
+    /// users and acting as ghosts keep the appservice token.
+    pub bot_device: Option<String>,
 }
 
 fn default_user_claim() -> String {

@@ -112,7 +112,20 @@ impl Host {
         let mut registration_warnings = None;
         if let (Some(homeserver), Some(appservice)) = (&config.homeserver, &config.appservice) {
             let registration = registration::read(&appservice.registration)?;
-            let client = HomeserverClient::new(&homeserver.url, &registration.as_token)?;
+            let mut client = HomeserverClient::new(&homeserver.url, &registration.as_token)?;
+            if let (Some(oauth), Some(introspector)) = (&config.oauth, &introspector)
+                && let Some(device) = &oauth.bot_device
+            {
+                let endpoint = introspector.token_endpoint().context(
+                    "[oauth] bot-device: the issuer's discovery document names no token_endpoint",
+                )?;
+                client = client.with_bot_token(crate::matrix::bot_token::BotToken::new(
+                    endpoint,
+                    &oauth.client_id,
+                    &oauth.client_secret,
+                    device,
+                ));
+            }
             let namespaces = Namespaces::new(&homeserver.domain, &registration.sender_localpart)
                 .context("the registration's sender_localpart and [homeserver] domain do not make a user id")?;
             let store = BridgeStore::open(&storage)?;

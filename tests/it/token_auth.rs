@@ -288,3 +288,133 @@ async fn oauth_configuration_errors_stop_the_start_naming_the_setting() {
     let introspected: Value = homeserver.introspect("anything").await;
     assert_eq!(introspected["active"], false);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bot_as_an_oauth_client_sends_with_its_own_token_and_renews_it() {
+    let mut env = BridgeEnv::start_with(BridgeOptions {
+        delegated_auth: true,
+        fault_proxy: true,
+        ..Default::default()
+    })
+    .await;
+    env.mas().upsert_device("weftbot", "WEFTBOT").await;
+    let issuer = FaultProxy::start_rewriting(env.mas().issuer_url()).await;
+    let oauth = oauth_section(&issuer.url(), WEFT_CLIENT_SECRET);
+    env.reconfigure(&format!("{oauth}bot-device = \"WEFTBOT\"\n"))
+        .await;
+    let as_token = weft_host::matrix::registration::read(&env.registration())
+        .unwrap()
+        .as_token;
+    let token_requests = || {
+        issuer
+            .seen()
+            .iter()
+            .filter(|s| s.path_and_query.starts_with("/oauth2/token"))
+            .count()
+    };
+
+    // The bot greets a new management room: its join and its notice go
+    // with its OAuth token.
+    let user = env.user("user").await;
+    let room = user.create_dm(&env.bot()).await;
+    user.wait_for_text(&room, "management room").await;
+    let bot_tokens = || -> Vec<String> {
+        env.fault_proxy
+            .as_ref()
+            .unwrap()
+            .seen()
+            .into_iter()
+            .filter(|s| {
+                s.path_and_query.contains("/send/") && !s.path_and_query.contains("user_id=")
+            })
+            .filter_map(|s| s.bearer)
+            .collect()
+    };
+    let first = bot_tokens();
+    assert!(!first.is_empty());
+    assert!(
+        first.iter().all(|t| *t != as_token),
+        "the bot sent with the appservice token"
+    );
+    let introspected = env.mas().introspect(&first[0]).await;
+    assert_eq!(introspected["username"], "weftbot", "{introspected}");
+    assert!(token_requests() >= 1);
+
+    // Past the token's renewal point, the bot's next message comes with a
+    // new token.
+    tokio::time::sleep(Duration::from_secs(weft_tests::mas::BOT_TOKEN_TTL_SECS)).await;
+    user.send_text(&room, "help").await;
+    user.wait_for_text(&room, "login").await;
+    let later = bot_tokens();
+    let last = later.last().unwrap();
+    assert_ne!(*last, first[0], "the bot kept an expired token");
+    assert_ne!(*last, as_token);
+    assert!(token_requests() >= 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bot_token_the_homeserver_refuses_is_renewed_and_the_call_tried_once_more() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use axum::http::{HeaderMap, StatusCode};
+    use axum::routing::{get, post};
+    use weft_host::matrix::bot_token::BotToken;
+    use weft_host::matrix::client::HomeserverClient;
+
+    weft_host::init_tls();
+    // A token endpoint handing out token-1, token-2, ...
+    let issued = Arc::new(AtomicUsize::new(0));
+    let counter = issued.clone();
+    let tokens = axum::Router::new().route(
+        "/token",
+        post(move || {
+            let n = counter.fetch_add(1, Ordering::SeqCst) + 1;
+            async move { axum::Json(json!({ "access_token": format!("token-{n}"), "token_type": "Bearer", "expires_in": 3600 })) }
+        }),
+    );
+    let token_addr = weft_tests::servers::serve(tokens).await;
+    // A homeserver that no longer takes token-1.
+    let presented = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = presented.clone();
+    let homeserver = axum::Router::new().route(
+        "/_matrix/client/v3/account/whoami",
+        get(move |headers: HeaderMap| {
+            let token = headers["authorization"].to_str().unwrap().to_owned();
+            seen.lock().unwrap().push(token.clone());
+            async move {
+                match token.as_str() {
+                    "Bearer token-1" => (
+                        StatusCode::UNAUTHORIZED,
+                        axum::Json(json!({ "errcode": "M_UNKNOWN_TOKEN", "error": "gone" })),
+                    ),
+                    _ => (
+                        StatusCode::OK,
+                        axum::Json(json!({ "user_id": "@weftbot:localhost" })),
+                    ),
+                }
+            }
+        }),
+    );
+    let hs_addr = weft_tests::servers::serve(homeserver).await;
+
+    let client = HomeserverClient::new(&format!("http://{hs_addr}"), "the-as-token")
+        .unwrap()
+        .with_bot_token(BotToken::new(
+            &format!("http://{token_addr}/token"),
+            "weft",
+            "secret",
+            "WEFTBOT",
+        ));
+    let answer = client
+        .send(ruma::api::client::account::whoami::v3::Request::new(), None)
+        .await
+        .unwrap();
+    assert_eq!(answer.user_id, "@weftbot:localhost");
+    assert_eq!(issued.load(Ordering::SeqCst), 2);
+    assert_eq!(
+        *presented.lock().unwrap(),
+        ["Bearer token-1", "Bearer token-2"],
+        "the appservice token was never the bot's"
+    );
+}

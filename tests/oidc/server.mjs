@@ -63,6 +63,8 @@ setInterval(() => {
 
 const MATRIX_SCOPE = /^urn:(matrix:client|matrix:org\.matrix\.msc2967\.client):/;
 const admins = new Set(config.clients.filter((c) => c.admin).map((c) => c.client_id));
+// Per-client access-token lifetimes (seconds), where a client sets one.
+const ttls = new Map(config.clients.filter((c) => c.token_ttl).map((c) => [c.client_id, c.token_ttl]));
 
 const staticClient = ({ client_id, client_secret, localpart }) => ({
   client_id,
@@ -127,13 +129,13 @@ const provider = new Provider(config.issuer, {
       useGrantedResource: async () => true,
       // The homeserver accepts whichever Matrix scopes were asked for, and
       // its tokens are opaque (oidc-provider introspects only those).
-      getResourceServerInfo: async (ctx) => ({
+      getResourceServerInfo: async (ctx, _resource, client) => ({
         scope: String(ctx.oidc.params.scope ?? '')
           .split(' ')
           .filter((scope) => MATRIX_SCOPE.test(scope))
           .join(' '),
         accessTokenFormat: 'opaque',
-        accessTokenTTL: 3600,
+        accessTokenTTL: ttls.get(client.clientId) ?? 3600,
       }),
     },
   },
@@ -144,7 +146,10 @@ const provider = new Provider(config.issuer, {
     const localpart = client?.matrix_localpart;
     return localpart ? { username: localpart } : undefined;
   },
-  ttl: { ClientCredentials: 3600, AccessToken: 3600 },
+  ttl: {
+    ClientCredentials: (_ctx, _token, client) => ttls.get(client.clientId) ?? 3600,
+    AccessToken: 3600,
+  },
 });
 
 // Synapse's `Bearer <shared secret>` on introspection, as the static

@@ -67,6 +67,8 @@ pub struct Seen {
     pub path_and_query: String,
     /// Whether it had an `Authorization` header.
     pub authorization: bool,
+    /// The bearer token it carried, if any (a test proxy may keep it).
+    pub bearer: Option<String>,
 }
 
 impl FaultProxy {
@@ -150,6 +152,12 @@ async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Resp
         authorization: request
             .headers()
             .contains_key(axum::http::header::AUTHORIZATION),
+        bearer: request
+            .headers()
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .map(str::to_owned),
     });
     let is_send = request.method() == axum::http::Method::PUT && path.contains("/send/");
     let fault = (n % 3 == 2).then(|| FAULTS[(n / 3) % FAULTS.len()]);

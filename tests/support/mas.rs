@@ -32,6 +32,9 @@ pub const SYNAPSE_CLIENT_ID: &str = "0000000000000000000SYNAPSE";
 pub const WEFT_CLIENT_ID: &str = "weft";
 /// The secret of [`WEFT_CLIENT_ID`].
 pub const WEFT_CLIENT_SECRET: &str = "test-weft-client-secret-0123456789";
+/// How long tokens of [`WEFT_CLIENT_ID`] (the bot's, when it is an OAuth
+/// client) live.
+pub const BOT_TOKEN_TTL_SECS: u64 = 8;
 /// The scope granting the client-server API.
 pub const API_SCOPE: &str = "urn:matrix:client:api:*";
 /// The test rig's own client, allowed to revoke any token.
@@ -160,7 +163,8 @@ impl Mas {
             "introspection": { "client_id": SYNAPSE_CLIENT_ID, "secret": SHARED_SECRET },
             "registration_token": REGISTRATION_TOKEN,
             "clients": [
-                { "client_id": WEFT_CLIENT_ID, "client_secret": WEFT_CLIENT_SECRET, "localpart": bot },
+                // Short-lived tokens, so a test sees the bot renew its own.
+                { "client_id": WEFT_CLIENT_ID, "client_secret": WEFT_CLIENT_SECRET, "localpart": bot, "token_ttl": BOT_TOKEN_TTL_SECS },
                 { "client_id": RIG_CLIENT_ID, "client_secret": RIG_CLIENT_SECRET, "admin": true },
             ],
         });

@@ -206,7 +206,7 @@ impl PluginAppservice for PluginAccounts {
             request.username = Some(user.localpart().to_owned());
             request.login_type = Some(LoginType::ApplicationService);
             request.kind = RegistrationKind::User;
-            match granted.bridge.client.send(request, None).await {
+            match granted.bridge.client.send_as_appservice(request).await {
                 Ok(response) => response.access_token.map(Some).ok_or_else(|| {
                     AppserviceError::Unsupported(
                         "the homeserver registered the user without a token".into(),
@@ -237,7 +237,7 @@ impl PluginAppservice for PluginAccounts {
             granted
                 .bridge
                 .client
-                .send(request, None)
+                .send_as_appservice(request)
                 .await
                 .map(|response| response.access_token)
                 .map_err(from_hs)

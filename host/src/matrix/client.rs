@@ -150,6 +150,8 @@ pub struct HomeserverClient {
     base_url: String,
     as_token: String,
     versions: SupportedVersions,
+    /// The bot's OAuth token source, if the bot is an OAuth client.
+    bot_token: Option<std::sync::Arc<super::bot_token::BotToken>>,
 }
 
 impl HomeserverClient {
@@ -168,25 +170,76 @@ impl HomeserverClient {
             base_url: base_url.trim_end_matches('/').to_owned(),
             as_token: as_token.to_owned(),
             versions,
+            bot_token: None,
         })
     }
 
-    /// Sends `request` as the bot, or as `as_user` (a ghost).
+    /// The bot's own calls (not registering users, not masquerading) carry
+    /// tokens from `bot_token` from now on.
+    pub fn with_bot_token(mut self, bot_token: super::bot_token::BotToken) -> Self {
+        self.bot_token = Some(std::sync::Arc::new(bot_token));
+        self
+    }
+
+    /// Sends `request` with the appservice token, as the appservice
+    /// itself: for what only an appservice may do (registering its users,
+    /// logging them in), even when the bot is an OAuth client.
+    pub async fn send_as_appservice<R>(&self, request: R) -> Result<R::IncomingResponse, HsError>
+    where
+        R: OutgoingRequest + Metadata<PathBuilder = VersionHistory>,
+        for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
+    {
+        self.send_with(
+            request,
+            SendAccessToken::Always(&self.as_token),
+            AppserviceUserIdentity::default(),
+        )
+        .await
+    }
+
+    /// Sends `request` as the bot, or as `as_user` (a ghost). The bot's
+    /// own calls carry its OAuth token if it has one (renewed and tried
+    /// once more on a 401); a ghost's always the appservice token.
     pub async fn send<R>(
         &self,
         request: R,
         as_user: Option<&UserId>,
     ) -> Result<R::IncomingResponse, HsError>
     where
-        R: OutgoingRequest + Metadata<PathBuilder = VersionHistory>,
+        R: OutgoingRequest + Metadata<PathBuilder = VersionHistory> + Clone,
         for<'a> R::Authentication: AuthScheme<Input<'a> = SendAccessToken<'a>>,
     {
-        let identity = match as_user {
-            Some(user) => AppserviceUserIdentity::new(user),
-            None => AppserviceUserIdentity::default(),
-        };
-        self.send_with(request, SendAccessToken::Always(&self.as_token), identity)
-            .await
+        match (as_user, &self.bot_token) {
+            (Some(user), _) => {
+                let identity = AppserviceUserIdentity::new(user);
+                self.send_with(request, SendAccessToken::Always(&self.as_token), identity)
+                    .await
+            }
+            (None, None) => self.send_as_appservice(request).await,
+            (None, Some(bot)) => {
+                let token = bot.token().await?;
+                let first = self
+                    .send_with(
+                        request.clone(),
+                        SendAccessToken::Always(&token),
+                        AppserviceUserIdentity::default(),
+                    )
+                    .await;
+                match first {
+                    Err(HsError::Api { status: 401, .. }) => {
+                        bot.refused(&token).await;
+                        let renewed = bot.token().await?;
+                        self.send_with(
+                            request,
+                            SendAccessToken::Always(&renewed),
+                            AppserviceUserIdentity::default(),
+                        )
+                        .await
+                    }
+                    other => other,
+                }
+            }
+        }
     }
 
     /// A client that masquerades with another appservice's token: the
@@ -194,6 +247,7 @@ impl HomeserverClient {
     pub fn with_token(&self, as_token: &str) -> Self {
         Self {
             as_token: as_token.to_owned(),
+            bot_token: None,
             ..self.clone()
         }
     }

@@ -49,6 +49,7 @@ pub enum IntrospectionError {
 pub struct Introspector {
     http: reqwest::Client,
     endpoint: String,
+    token_endpoint: Option<String>,
     config: OAuthConfig,
     domain: String,
 }
@@ -56,6 +57,7 @@ pub struct Introspector {
 #[derive(Deserialize)]
 struct Discovery {
     introspection_endpoint: Option<String>,
+    token_endpoint: Option<String>,
 }
 
 impl Introspector {
@@ -69,7 +71,7 @@ impl Introspector {
             .user_agent(concat!("weft/", env!("CARGO_PKG_VERSION")))
             .build()?;
         let issuer = config.issuer.trim_end_matches('/');
-        let mut endpoint = None;
+        let mut discovered = None;
         let mut last_error = None;
         for path in [
             "/.well-known/openid-configuration",
@@ -77,17 +79,17 @@ impl Introspector {
         ] {
             match fetch_json::<Discovery>(&http, &format!("{issuer}{path}")).await {
                 Ok(document) => {
-                    endpoint = Some(document.introspection_endpoint);
+                    discovered = Some(document);
                     break;
                 }
                 Err(error) => last_error = Some(error),
             }
         }
-        let Some(endpoint) = endpoint else {
+        let Some(discovered) = discovered else {
             let error = last_error.map(|e| format!("{e:#}")).unwrap_or_default();
             bail!("[oauth] issuer `{issuer}`: no discovery document: {error}");
         };
-        let endpoint = endpoint.with_context(|| {
+        let endpoint = discovered.introspection_endpoint.with_context(|| {
             format!(
                 "[oauth] issuer `{issuer}`: its discovery document has no introspection_endpoint"
             )
@@ -95,6 +97,7 @@ impl Introspector {
         let introspector = Self {
             http,
             endpoint,
+            token_endpoint: discovered.token_endpoint,
             config: config.clone(),
             domain: domain.to_owned(),
         };
@@ -165,7 +168,14 @@ impl Introspector {
             UserId::parse(claim).ok()
         } else {
             UserId::parse(format!("@{claim}:{}", self.domain)).ok()
-        };
+        }
+        // ruma takes historical ids leniently; a localpart is still
+        // printable ASCII without spaces or colons.
+        .filter(|user| {
+            user.localpart()
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b':')
+        });
         let Some(user) = user else {
             return refused("the token's user is not a Matrix user id");
         };
@@ -174,6 +184,11 @@ impl Introspector {
             scopes,
             expires,
         })
+    }
+
+    /// The issuer's token endpoint, if its discovery document names one.
+    pub fn token_endpoint(&self) -> Option<&str> {
+        self.token_endpoint.as_deref()
     }
 
     /// The longest an answer about a token may be trusted.
@@ -265,9 +280,11 @@ mod tests {
     use super::*;
 
     fn introspector(audience: Option<&str>, scope: Option<&str>) -> Introspector {
+        crate::init_tls();
         Introspector {
             http: reqwest::Client::new(),
             endpoint: "http://127.0.0.1:1/introspect".into(),
+            token_endpoint: None,
             config: OAuthConfig {
                 issuer: "http://127.0.0.1:1".into(),
                 client_id: "weft".into(),
@@ -277,6 +294,7 @@ mod tests {
                 user_claim: "username".into(),
                 max_cache_secs: 60,
                 admin_scope: Some("urn:weft:admin".into()),
+                bot_device: None,
             },
             domain: "example.org".into(),
         }
