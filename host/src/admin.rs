@@ -64,6 +64,7 @@ pub fn router(state: AdminState) -> Router {
         .route("/_weft/admin/v1/logins/{key}/restart", post(restart_login))
         .route("/_weft/admin/v1/dead-letters", get(list_dead_letters))
         .route("/_weft/admin/v1/inbound", get(inbound))
+        .route("/_weft/admin/v1/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(1 << 20))
         .with_state(state)
@@ -369,6 +370,23 @@ async fn list_dead_letters(
             .outbox
             .dead_letters(query.limit.min(10_000), query.content)?,
     ))
+}
+
+/// # `GET /_weft/admin/v1/metrics`
+///
+/// Prometheus metrics ([`crate::metrics`]).
+async fn metrics(State(state): State<AdminState>) -> ApiResult<Response> {
+    let sources = crate::metrics::Sources {
+        registry: state.registry.clone(),
+        logins: state.logins.clone(),
+        outbox: state.outbox.clone(),
+        bridge: state.bridge.clone(),
+    };
+    let text = crate::metrics::render(&sources).map_err(ApiError::internal)?;
+    Ok(axum::response::IntoResponse::into_response((
+        [(http::header::CONTENT_TYPE, crate::metrics::CONTENT_TYPE)],
+        text,
+    )))
 }
 
 /// # `GET /_weft/admin/v1/inbound?limit=`

@@ -15,6 +15,7 @@ pub mod host;
 pub mod login_process;
 pub mod logins;
 pub mod matrix;
+pub mod metrics;
 pub mod outbox;
 pub mod provisioning;
 pub mod routes;

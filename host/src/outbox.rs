@@ -209,6 +209,16 @@ impl Outbox {
         Ok(letters)
     }
 
+    /// How many events wait to be bridged, over every login.
+    pub fn pending_count(&self) -> storage::Result<usize> {
+        let mut count = 0;
+        self.tree.for_each(b"", &mut |_, _| {
+            count += 1;
+            Ok(())
+        })?;
+        Ok(count)
+    }
+
     /// How many dead letters there are.
     pub fn dead_letter_count(&self) -> storage::Result<usize> {
         let mut count = 0;

@@ -69,10 +69,24 @@ async fn plugin_logs_carry_plugin_version_and_login_and_never_the_token() {
     assert!(line.contains("version=0.1.0"), "{line}");
     assert!(line.contains("login=\"probe:alice\""), "{line}");
     assert!(line.contains("detail=\"structured\""), "{line}");
-    // A panic's message reaches the log with the trap.
+    // A panic's message reaches the log with the trap, inside the login's
+    // span, as does everything the host logs while it serves the login.
     assert!(
         text.contains("the probe was told to trap"),
         "no panic message logged"
+    );
+    let panic = text
+        .lines()
+        .find(|l| l.contains("weft::plugin: panicked at"))
+        .expect("the panic's record");
+    assert!(panic.contains("login{plugin=probe login=alice}"), "{panic}");
+    let restart = text
+        .lines()
+        .find(|l| l.contains("instance failed; restarting"))
+        .expect("the restart's record");
+    assert!(
+        restart.contains("login{plugin=probe login=alice}"),
+        "{restart}"
     );
     // The login's token was handled (stored, read back) but never logged.
     assert!(!text.contains(secret), "the token leaked into the logs");

@@ -19,6 +19,7 @@ mod logging;
 mod login_processes;
 mod mas;
 mod media;
+mod metrics;
 mod msal;
 mod mumble;
 mod outbound_http;

@@ -37,6 +37,7 @@ use std::time::{Duration, Instant};
 use backon::BackoffBuilder;
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot, watch};
+use tracing::Instrument;
 
 use crate::connector::{MatrixEdit, MatrixMedia, MatrixMessage, MatrixReaction, PluginError};
 use crate::events::{RemoteEvent, StateKind, StateReport};
@@ -273,13 +274,12 @@ impl LoginSlot {
         let plugin = state.plugin.clone();
         drop(state);
         self.status.send_modify(|s| s.phase = Phase::Starting);
-        tokio::spawn(Actor::run(
-            self.clone(),
-            runtime,
-            plugin,
-            control_rx,
-            work_rx,
-        ));
+        // Everything the actor logs, and everything logged during its
+        // calls (imports, the host's services), carries the login.
+        let span = tracing::info_span!("login", plugin = %self.key.plugin, login = %self.key.id);
+        tokio::spawn(
+            Actor::run(self.clone(), runtime, plugin, control_rx, work_rx).instrument(span),
+        );
         Some(mailboxes)
     }
 
@@ -930,6 +930,7 @@ impl Actor {
             return;
         }
         let backoff = self.next_backoff();
+        self.runtime.metrics.plugin(&self.key.plugin).restart();
         tracing::warn!(login = %self.key, %error, strikes = self.strikes, backoff_ms = backoff.as_millis() as u64, "instance failed; restarting");
         self.restart_at = Some(tokio::time::Instant::now() + backoff);
     }
@@ -970,6 +971,7 @@ impl Actor {
             work.refuse(WorkError::Unavailable("no instance is running".into()));
             return;
         };
+        instance.state_mut().ctx.counters.event_in();
         macro_rules! answer {
             ($call:expr, $reply:expr) => {{
                 let outcome = $call.await;

@@ -141,6 +141,7 @@ impl Instance {
         let guests = linked
             .load_guests(&mut store, &instance)
             .map_err(|e| CallError::Trap(format!("the plugin's exports do not load: {e:#}")))?;
+        store.data().ctx.counters.instance_created();
         Ok(Self {
             store,
             guests,
@@ -194,12 +195,18 @@ impl Instance {
     fn end<T>(
         &mut self,
         deadline: Duration,
+        started: Instant,
         outcome: Result<wasmtime::Result<T>, tokio::time::error::Elapsed>,
     ) -> Result<T, CallError> {
         let result = finish(&self.store, deadline, outcome);
         if result.is_err() {
             self.poisoned = true;
         }
+        self.store
+            .data()
+            .ctx
+            .counters
+            .call(started.elapsed(), result.is_err());
         result
     }
 
@@ -218,6 +225,12 @@ impl Instance {
             Permits::Own => Some(self.store.data().ctx.runtime.engine.call_permits().clone()),
             Permits::Borrowed => None,
         }
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        self.store.data().ctx.counters.instance_dropped();
     }
 }
 
@@ -292,9 +305,10 @@ macro_rules! guest_call {
             let Some(guest) = self.guests.$guest.as_ref() else {
                 return Err(self.wrong_role(stringify!($call)));
             };
+            let started = Instant::now();
             let call = guest.$call(&mut self.store, $($arg),*);
             let outcome = tokio::time::timeout(deadline + TIMEOUT_GRACE, call).await;
-            self.end(deadline, outcome)
+            self.end(deadline, started, outcome)
         }
     };
 }

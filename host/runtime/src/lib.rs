@@ -54,7 +54,7 @@ pub use config::{
 };
 pub use instance::CallError;
 pub use login::{LoginKey, now_ms};
-pub use metrics::MetricsSnapshot;
+pub use metrics::{HTTP_OUTCOMES, LATENCY_BUCKETS, MetricsSnapshot, PluginMetrics};
 pub use net::is_private;
 pub use provider::ProviderStatus;
 pub use registry::{LoadOutcome, PluginInfo, Registry, RegistryError, RuntimeOptions};

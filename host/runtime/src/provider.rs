@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
+use tracing::Instrument;
 
 use crate::bindings::imports::tokens::{TokenError, TokenSet};
 use crate::bindings::token_exports;
@@ -111,7 +112,8 @@ impl ProviderHandle {
             instance: None,
             inbox,
         };
-        tokio::spawn(actor.run());
+        let span = tracing::info_span!("provider", plugin = %actor.plugin.id());
+        tokio::spawn(actor.run().instrument(span));
         handle
     }
 

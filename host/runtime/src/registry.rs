@@ -255,6 +255,11 @@ impl Registry {
         self.runtime.metrics.snapshot()
     }
 
+    /// Each plugin's counters (every plugin that ran since the start).
+    pub fn plugin_metrics(&self) -> Vec<crate::metrics::PluginMetrics> {
+        self.runtime.metrics.plugins()
+    }
+
     /// Takes the timer lateness samples recorded since the last call, in
     /// milliseconds (for `weft bench`).
     pub fn take_timer_lateness(&self) -> Vec<u32> {

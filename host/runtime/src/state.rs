@@ -60,6 +60,8 @@ pub(crate) struct InstanceContext {
     pub(crate) signals: Signals,
     /// The message of a guest panic reported just before its trap.
     pub(crate) last_panic: Option<String>,
+    /// The plugin's counters (`/metrics`).
+    pub(crate) counters: Arc<crate::metrics::PluginCounters>,
 }
 
 impl InstanceContext {
@@ -73,6 +75,7 @@ impl InstanceContext {
     ) -> weft_storage::Result<Self> {
         let namespace = kv_namespace(&role, plugin.id());
         let kv_usage = namespace_usage(runtime.kv.as_ref(), &namespace)?;
+        let counters = runtime.metrics.plugin(plugin.id());
         Ok(Self {
             plugin,
             role,
@@ -84,6 +87,7 @@ impl InstanceContext {
             log_budget: LogBudget::new(),
             signals: Signals::default(),
             last_panic: None,
+            counters,
         })
     }
 }

@@ -47,6 +47,17 @@ impl Host for PluginState {
             Some(&ctx.cookies),
         )
         .await;
+        let outcome = match &result {
+            Ok(_) => 0,
+            Err(HttpError::Denied(_)) => 1,
+            Err(HttpError::Timeout) => 2,
+            Err(HttpError::TooLarge(_)) => 3,
+            Err(HttpError::Connect(_)) => 4,
+            Err(HttpError::InvalidRequest(_)) => 5,
+            Err(HttpError::Protocol(_)) => 6,
+        };
+        // The index into `metrics::HTTP_OUTCOMES`.
+        self.ctx.counters.http(outcome);
         match &result {
             Ok(response) => tracing::debug!(
                 plugin = self.ctx.plugin.id(),

@@ -40,6 +40,9 @@ impl PluginState {
             return Err(KvError::QuotaExceeded(quota));
         }
         self.ctx.kv_usage = usage;
+        if let Some(written) = new {
+            self.ctx.counters.kv_written(key_len + written);
+        }
         Ok(())
     }
 }

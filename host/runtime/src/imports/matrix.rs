@@ -41,6 +41,7 @@ impl PluginState {
         match self.ctx.runtime.host.queue_event(&login, event) {
             Ok(()) => {
                 self.ctx.signals.queued_events = true;
+                self.ctx.counters.event_out();
                 Ok(())
             }
             Err(error) => {
