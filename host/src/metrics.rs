@@ -70,16 +70,13 @@ impl EncodeMetric for ConstHistogram<'_> {
     }
 }
 
-fn family<'a, M: EncodeMetric>(
+fn family<M: EncodeMetric>(
     encoder: &mut DescriptorEncoder,
     name: &str,
     help: &str,
     metric_type: MetricType,
     rows: impl IntoIterator<Item = (Vec<(&'static str, String)>, M)>,
-) -> Result<(), std::fmt::Error>
-where
-    M: 'a,
-{
+) -> Result<(), std::fmt::Error> {
     let mut metric = encoder.encode_descriptor(name, help, None, metric_type)?;
     for (labels, value) in rows {
         value.encode(metric.encode_family(&labels)?)?;
