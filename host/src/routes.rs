@@ -35,6 +35,9 @@ mod tls;
 /// call itself (requests are served one at a time).
 const QUEUE_WAIT: Duration = Duration::from_secs(10);
 
+/// How long a client may take to send its body.
+const BODY_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Response headers a plugin may not set: the transport's own.
 const RESERVED_HEADERS: &[&str] = &[
     "connection",
@@ -43,6 +46,10 @@ const RESERVED_HEADERS: &[&str] = &[
     "keep-alive",
     "upgrade",
     "trailer",
+    // Not the plugin's to set on the host's origin.
+    "set-cookie",
+    "service-worker-allowed",
+    "content-security-policy",
 ];
 
 /// One mounted plugin.
@@ -56,7 +63,7 @@ struct Mount {
 /// Checks the operator's route grants: prefixes that are paths of their
 /// own, not the host's, and not shared by two plugins.
 pub fn check(grants: &BTreeMap<String, PluginGrants>) -> anyhow::Result<()> {
-    let mut seen = BTreeMap::new();
+    let mut seen: BTreeMap<String, String> = BTreeMap::new();
     for (plugin, routes) in grants
         .iter()
         .filter_map(|(id, g)| g.routes.as_ref().map(|r| (id, r)))
@@ -87,11 +94,15 @@ pub fn check(grants: &BTreeMap<String, PluginGrants>) -> anyhow::Result<()> {
         if routes.requests_per_minute == 0 {
             anyhow::bail!("[plugin.{plugin}.routes] requests-per-minute must be at least 1");
         }
-        if let Some(other) = seen.insert(prefix.to_owned(), plugin.clone()) {
-            anyhow::bail!(
-                "[plugin.{plugin}.routes] prefix `{prefix}` is already [plugin.{other}.routes]'s"
-            );
+        for (other_prefix, other) in &seen {
+            let nested = |a: &str, b: &str| a == b || a.starts_with(&format!("{b}/"));
+            if nested(prefix, other_prefix) || nested(other_prefix, prefix) {
+                anyhow::bail!(
+                    "[plugin.{plugin}.routes] prefix `{prefix}` overlaps [plugin.{other}.routes] prefix `{other_prefix}`"
+                );
+            }
         }
+        seen.insert(prefix.to_owned(), plugin.clone());
     }
     Ok(())
 }
@@ -148,6 +159,28 @@ fn mount(registry: &Arc<Registry>, plugin: &str, grant: &RoutesGrant) -> Router 
         )
 }
 
+/// The address a client is counted under: an IPv6 client by its /64, as
+/// one host usually has a whole /64 to pick addresses from.
+pub(crate) fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+            let segments = v6.segments();
+            IpAddr::V6(std::net::Ipv6Addr::new(
+                segments[0],
+                segments[1],
+                segments[2],
+                segments[3],
+                0,
+                0,
+                0,
+                0,
+            ))
+        }
+        IpAddr::V6(v6) => IpAddr::V4(v6.to_ipv4_mapped().expect("checked above")),
+        v4 => v4,
+    }
+}
+
 /// Rate-limit entries kept before those of idle clients are dropped.
 const TRACKED_CLIENTS: usize = 10_000;
 
@@ -170,7 +203,7 @@ async fn handle(
     certificate: Option<String>,
     request: Request,
 ) -> Result<Response, ApiError> {
-    let client = peer.ip();
+    let client = client_key(peer.ip());
     if mount.limiter.len() > TRACKED_CLIENTS {
         mount.limiter.retain_recent();
     }
@@ -199,10 +232,17 @@ async fn handle(
             Some((name.as_str().to_owned(), value.to_str().ok()?.to_owned()))
         })
         .collect();
-    let body = match Limited::new(body, mount.grant.max_body_bytes)
-        .collect()
+    let read = Limited::new(body, mount.grant.max_body_bytes).collect();
+    let read = tokio::time::timeout(BODY_TIMEOUT, read)
         .await
-    {
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::REQUEST_TIMEOUT,
+                "M_UNKNOWN",
+                "the body did not arrive in time",
+            )
+        })?;
+    let body = match read {
         Ok(collected) => collected.to_bytes().to_vec(),
         Err(error) if error.downcast_ref::<LengthLimitError>().is_some() => {
             return Err(ApiError::new(
@@ -226,7 +266,7 @@ async fn handle(
         query: parts.uri.query().map(str::to_owned),
         headers,
         body,
-        client_address: client.to_string(),
+        client_address: peer.ip().to_string(),
         client_certificate_sha1: certificate,
     };
     let plugin = mount.registry.plugin(&mount.plugin);
@@ -234,16 +274,22 @@ async fn handle(
         .as_ref()
         .map_or(Duration::ZERO, |p| p.capabilities.call_deadline)
         + QUEUE_WAIT;
-    let outcome =
-        tokio::time::timeout(deadline, mount.registry.handle_http(&mount.plugin, request))
-            .await
-            .map_err(|_| {
-                ApiError::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "M_UNKNOWN",
-                    "the plugin did not answer in time",
-                )
-            })?;
+    // The call runs to its end whatever happens to this request (a client
+    // that hangs up, the timeout below): a call cut off half-way would
+    // leave the plugin's work half done and its instance unusable.
+    let registry = mount.registry.clone();
+    let plugin_id = mount.plugin.clone();
+    let call = tokio::spawn(async move { registry.handle_http(&plugin_id, request).await });
+    let outcome = tokio::time::timeout(deadline, call)
+        .await
+        .map_err(|_| {
+            ApiError::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "M_UNKNOWN",
+                "the plugin did not answer in time",
+            )
+        })?
+        .map_err(ApiError::internal)?;
     match outcome {
         Ok(Ok(response)) => Ok(to_response(mount, response)),
         Ok(Err(error)) => Err(plugin_failure(&mount.plugin, error)),
@@ -279,6 +325,12 @@ fn to_response(mount: &Mount, response: weft_runtime::handler::OutgoingResponse)
     headers
         .entry("cache-control")
         .or_insert(HeaderValue::from_static("no-store"));
+    // The routes share an origin with the host's login pages: whatever a
+    // plugin answers runs nothing and reaches nothing there.
+    headers.insert(
+        "content-security-policy",
+        HeaderValue::from_static("sandbox; default-src 'none'; frame-ancestors 'none'"),
+    );
     headers.insert(
         "x-content-type-options",
         HeaderValue::from_static("nosniff"),

@@ -121,15 +121,35 @@ impl HostServices for RuntimeServices {
     }
 
     fn admit(&self, plugin: &LoadedPlugin, others: &[Arc<LoadedPlugin>]) -> Result<(), String> {
-        let Some(prefix) = &plugin.capabilities.ghost_prefix else {
-            return Ok(());
-        };
         let claimed: Vec<(&str, &str)> = others
             .iter()
             .filter_map(|p| Some((p.id(), p.capabilities.ghost_prefix.as_deref()?)))
             .collect();
-        ids::check_namespace(prefix, self.bot_localpart.as_deref(), &claimed)
-            .map_err(|conflict| format!("plugin {}: {conflict}", plugin.id()))
+        let bot = self.bot_localpart.as_deref();
+        let refused = |conflict: String| format!("plugin {}: {conflict}", plugin.id());
+        if let Some(pattern) = &plugin.capabilities.appservice_users {
+            ids::account_pattern(pattern, bot, &claimed).map_err(refused)?;
+        }
+        let Some(prefix) = &plugin.capabilities.ghost_prefix else {
+            return Ok(());
+        };
+        ids::check_namespace(prefix, bot, &claimed).map_err(refused)?;
+        // A new connector's ghosts must not fall in another plugin's
+        // accounts either.
+        for other in others {
+            if let Some(pattern) = &other.capabilities.appservice_users {
+                ids::account_pattern(pattern, bot, &[(plugin.id(), prefix)]).map_err(
+                    |conflict| {
+                        format!(
+                            "plugin {}: its ghosts collide with plugin {}: {conflict}",
+                            plugin.id(),
+                            other.id()
+                        )
+                    },
+                )?;
+            }
+        }
+        Ok(())
     }
 
     fn plugin_current(&self, plugin: &LoadedPlugin) {

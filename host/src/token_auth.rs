@@ -14,8 +14,15 @@
 //!   token run once however many requests bring it at the same time, so a
 //!   flood of the same bad token costs one call;
 //! - a client address that fails `failed-auth-per-minute` times gets 429
-//!   until its budget refills, without its tokens being checked, so random
-//!   tokens cannot turn into a stream of calls to the homeserver.
+//!   until its budget refills, without its tokens being checked, and an
+//!   address has at most a few checks running at once, so random tokens,
+//!   one after another or all at once, cannot turn into a stream of calls
+//!   to the homeserver (IPv6 clients count by their /64).
+//!
+//! A homeserver's own tokens (`syt_…`) go only to `/whoami`, never to the
+//! OAuth issuer; other tokens go to the issuer first and to `/whoami` only
+//! if the issuer does not know them. An OAuth token the issuer knows but
+//! weft refuses (expired, wrong audience or scope) is refused.
 
 pub mod introspection;
 
@@ -40,6 +47,10 @@ use introspection::{IntrospectionError, Introspector};
 const REFUSED_FOR: Duration = Duration::from_secs(60);
 /// At most this many tokens are remembered; the least used go first.
 const CACHED_TOKENS: u64 = 10_000;
+/// Checks of unknown tokens one client address may have running at once.
+const CHECKS_AT_ONCE: usize = 4;
+/// Failure budgets kept before those of quiet addresses are dropped.
+const TRACKED_CLIENTS: usize = 10_000;
 
 /// Whom a token was found to belong to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,6 +109,8 @@ pub struct TokenAuth {
     failures: DefaultKeyedRateLimiter<IpAddr>,
     /// Addresses out of failures, until their budget refills.
     cooling: Cache<IpAddr, ()>,
+    /// Each address's permits for checks of unknown tokens.
+    checking: Cache<IpAddr, Arc<tokio::sync::Semaphore>>,
 }
 
 impl TokenAuth {
@@ -123,6 +136,10 @@ impl TokenAuth {
                 .max_capacity(CACHED_TOKENS)
                 .time_to_live(Duration::from_secs(60))
                 .build(),
+            checking: Cache::builder()
+                .max_capacity(CACHED_TOKENS)
+                .time_to_idle(Duration::from_secs(600))
+                .build(),
         })
     }
 
@@ -145,6 +162,7 @@ impl TokenAuth {
         client: IpAddr,
         freshness: Freshness,
     ) -> Result<TokenOwner, ApiError> {
+        let client = crate::routes::client_key(client);
         if self.cooling.contains_key(&client) {
             return Err(too_many_failures());
         }
@@ -158,6 +176,18 @@ impl TokenAuth {
         let verdict = if usable {
             cached.expect("usable means cached")
         } else {
+            // A few checks per address at once; the rest wait, and find
+            // the address cooling if those failed.
+            let permits = self
+                .checking
+                .get_with(client, async {
+                    Arc::new(tokio::sync::Semaphore::new(CHECKS_AT_ONCE))
+                })
+                .await;
+            let _permit = permits.acquire_owned().await.map_err(ApiError::internal)?;
+            if self.cooling.contains_key(&client) {
+                return Err(too_many_failures());
+            }
             if freshness == Freshness::Fresh {
                 self.verdicts.invalidate(&key).await;
             }
@@ -171,6 +201,9 @@ impl TokenAuth {
         match verdict {
             Verdict::Valid { owner, .. } => Ok(owner),
             Verdict::Refused => {
+                if self.failures.len() > TRACKED_CLIENTS {
+                    self.failures.retain_recent();
+                }
                 if let Err(not_until) = self.failures.check_key(&client) {
                     let wait = not_until.wait_time_from(governor::clock::Clock::now(
                         &governor::clock::DefaultClock::default(),
@@ -189,7 +222,9 @@ impl TokenAuth {
     }
 
     async fn verify(&self, token: &str) -> Result<Verdict, ApiError> {
-        if let Some(introspector) = &self.introspector {
+        // A homeserver's own token is none of the issuer's business.
+        let matrix_token = token.starts_with("syt_") && self.homeserver.is_some();
+        if let Some(introspector) = self.introspector.as_ref().filter(|_| !matrix_token) {
             match introspector.check(token).await {
                 Ok(checked) => {
                     let until_expiry = checked
@@ -205,8 +240,12 @@ impl TokenAuth {
                     });
                 }
                 // Not an OAuth token: it may still be a Matrix one.
+                Err(IntrospectionError::Inactive) => {}
+                // The issuer's token, but not good enough here: no second
+                // way around `audience` or `required-scope`.
                 Err(IntrospectionError::Refused(why)) => {
                     tracing::debug!(%why, "introspection refused a token");
+                    return Ok(Verdict::Refused);
                 }
                 Err(IntrospectionError::Unavailable(error)) => {
                     return Err(ApiError::new(

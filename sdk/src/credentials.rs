@@ -37,8 +37,8 @@ pub trait CredentialProvider {
 
     /// Answers a request for one of the routes the operator mounted for
     /// this plugin (see [`crate::routes`]). An error becomes a JSON error
-    /// response: 400 for invalid input, 503 for a transient failure, 500
-    /// otherwise.
+    /// response: 400 for invalid input, 401 for bad credentials, 404 for
+    /// unsupported, 503 for a transient failure, 500 for an internal one.
     fn handle_request(&mut self, request: Request) -> Result<Response> {
         let _ = request;
         Ok(Response::not_found())

@@ -105,7 +105,7 @@ async fn a_new_cert_hash_gets_a_working_account_and_the_same_hash_gets_it_again(
     // The registration claims the provider's users for the appservice.
     let registration = std::fs::read_to_string(env.registration()).unwrap();
     assert!(
-        registration.contains(&format!("@(?:[0-9]+):{DOMAIN}")),
+        registration.contains(&format!("^@(?:[0-9]+):{DOMAIN}$")),
         "{registration}"
     );
 }
@@ -516,4 +516,31 @@ async fn on_a_homeserver_that_delegates_auth_the_provider_says_so_at_start_and_r
         1,
         "only the bot registers: {seen:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_account_that_exists_already_is_skipped_never_handed_out() {
+    let env = start(20).await;
+    // Someone registered @1 through the appservice before the provider
+    // ever ran (or the provider's state was lost).
+    let as_token = weft_host::matrix::registration::read(&env.registration())
+        .unwrap()
+        .as_token;
+    let registered = reqwest::Client::new()
+        .post(format!("{}/_matrix/client/v3/register", env.synapse.url))
+        .bearer_auth(&as_token)
+        .json(&json!({ "type": "m.login.application_service", "username": "1", "inhibit_login": true }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(registered.status(), 200);
+
+    let first = credentials(&env, &hash(1)).await;
+    assert_eq!(first["matrix"]["userId"], format!("@2:{DOMAIN}"));
+    assert_eq!(
+        user_of(&env, &first).whoami().await,
+        Ok(format!("@2:{DOMAIN}"))
+    );
+    let second = credentials(&env, &hash(2)).await;
+    assert_eq!(second["matrix"]["userId"], format!("@3:{DOMAIN}"));
 }

@@ -120,3 +120,34 @@ async fn a_plugin_asking_for_appservice_without_the_grant_does_not_load() {
         "{message}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pattern_that_covers_ghosts_or_escapes_its_anchors_is_refused_at_load() {
+    for (pattern, why) in [
+        ("[a-z_]+", "covers the bridge bot"),
+        ("echo_[0-9]+", "covers plugin echo's ghosts"),
+        ("[0-9]+)|(.*", "is not a regular expression"),
+        (".*", "matches the empty name"),
+    ] {
+        let env = BridgeEnv::start_with(BridgeOptions {
+            plugins: vec!["account-probe"],
+            config: vec![
+                "[plugin.account-probe]".into(),
+                "appservice = true".into(),
+                format!("appservice-users = '{pattern}'"),
+            ],
+            ..Default::default()
+        })
+        .await;
+        // Whichever loads second is refused: the probe (its pattern), or
+        // the connector whose ghosts it would cover.
+        let errors = env.host().load_errors().lock().unwrap().clone();
+        assert!(
+            errors.values().any(|message| message.contains(why)),
+            "{pattern}: {errors:?}"
+        );
+        let probe = env.host().registry().plugin("account-probe").is_some();
+        let echo = env.host().registry().plugin("echo").is_some();
+        assert!(!(probe && echo), "{pattern}: both loaded");
+    }
+}

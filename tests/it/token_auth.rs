@@ -161,6 +161,37 @@ async fn floods_of_bad_tokens_cost_a_bounded_number_of_checks() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_random_tokens_at_once_cost_a_bounded_number_of_checks() {
+    let env = BridgeEnv::start_with(BridgeOptions {
+        fault_proxy: true,
+        ..Default::default()
+    })
+    .await;
+    let homeserver = env.fault_proxy.as_ref().unwrap();
+    let statuses = futures::future::join_all((0..200).map(|n| {
+        let env = &env;
+        async move { provision_with(env, &format!("random-{n}"), Method::GET, "/whoami").await }
+    }))
+    .await;
+    assert!(
+        statuses.iter().all(|s| *s == 401 || *s == 429),
+        "{statuses:?}"
+    );
+    let checks = homeserver
+        .seen()
+        .iter()
+        .filter(|s| s.path_and_query.contains("/account/whoami"))
+        .count();
+    // The failure budget (30) plus the checks already running when it ran
+    // out (4 at once per address).
+    assert!(
+        checks <= 34,
+        "{checks} /whoami calls for 200 tokens at once"
+    );
+    assert!(statuses.iter().filter(|s| **s == 429).count() >= 150);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_matrix_token_logged_out_is_refused_at_once_for_changes() {
     let env = BridgeEnv::start().await;
     let user = env.user("user").await;

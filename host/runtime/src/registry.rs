@@ -794,6 +794,19 @@ impl Registry {
             return Err(RegistryError::Busy(plugin.id().to_owned()));
         };
         let mut instance = slot.instance.lock().await;
+        // Read again now that it is this request's turn: an upgrade or an
+        // unload may have come while it waited, and a waiter must never
+        // bring back the old version or run beside a new slot.
+        let still_mounted = self
+            .handlers
+            .lock()
+            .expect("handler table poisoned")
+            .get(plugin.id())
+            .is_some_and(|current| Arc::ptr_eq(current, &slot));
+        let plugin = match self.plugin(plugin.id()) {
+            Some(plugin) if still_mounted => plugin,
+            _ => return Err(RegistryError::NotLoaded(plugin.id().to_owned())),
+        };
         let current = instance
             .as_ref()
             .is_some_and(|i| i.is_usable() && Arc::ptr_eq(i.plugin(), &plugin));

@@ -51,22 +51,53 @@ impl PluginAccounts {
         })
     }
 
-    /// Asks the homeserver whether it delegates authentication. Called at
-    /// start, before plugins load.
-    pub async fn detect_auth_mode(&self) {
-        let Some(bridge) = self.bridge.upgrade() else {
+    /// Asks the homeserver whether it delegates authentication, at start
+    /// (before plugins load); if it cannot tell yet, asks again every 30
+    /// seconds in the background until it can.
+    pub async fn detect_auth_mode(self: &Arc<Self>) {
+        if self.try_detect().await {
             return;
+        }
+        let accounts = Arc::downgrade(self);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(std::time::Duration::from_secs(30)).await;
+                let Some(accounts) = accounts.upgrade() else {
+                    return;
+                };
+                if accounts.try_detect().await {
+                    return;
+                }
+            }
+        });
+    }
+
+    /// One attempt; whether the mode is now known.
+    async fn try_detect(&self) -> bool {
+        let Some(bridge) = self.bridge.upgrade() else {
+            return true;
         };
         match bridge.client.delegates_auth().await {
             Ok(delegated) => {
                 let mode = if delegated { AUTH_DELEGATED } else { AUTH_OWN };
-                self.auth_mode.store(mode, Ordering::Release);
+                let before = self.auth_mode.swap(mode, Ordering::AcqRel);
                 if delegated {
                     tracing::info!("the homeserver delegates authentication (MSC3861 / MAS)");
+                    // Plugins that loaded while the mode was unknown hear
+                    // it now.
+                    if before == AUTH_UNKNOWN {
+                        for info in bridge.registry.plugins() {
+                            if let Some(plugin) = bridge.registry.plugin(&info.id) {
+                                self.plugin_current(&plugin);
+                            }
+                        }
+                    }
                 }
+                true
             }
             Err(error) => {
-                tracing::warn!(%error, "cannot tell whether the homeserver delegates authentication; assuming it does not");
+                tracing::warn!(%error, "cannot tell yet whether the homeserver delegates authentication; asking again in 30 s");
+                false
             }
         }
     }

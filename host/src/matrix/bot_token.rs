@@ -91,16 +91,28 @@ impl BotToken {
             .await
             .map_err(|e| HsError::Network(format!("the token endpoint: {}", e.without_url())))?;
         let status = response.status();
+        if status.is_server_error() {
+            return Err(HsError::Network(format!(
+                "the token endpoint failed ({status})"
+            )));
+        }
         if !status.is_success() {
             return Err(HsError::Network(format!(
                 "the token endpoint refused the bot's client credentials ({status}): check [oauth] client-id, client-secret and bot-device"
             )));
         }
+        if response.content_length().is_some_and(|len| len > 64 << 10) {
+            return Err(HsError::Protocol(
+                "the token endpoint's answer is too large".into(),
+            ));
+        }
         let answer: TokenResponse = response
             .json()
             .await
             .map_err(|e| HsError::Protocol(format!("the token endpoint's answer: {e}")))?;
-        let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(300));
+        // Clamped both ways: a server's odd `expires_in` must neither
+        // overflow the clock nor make every call fetch a token.
+        let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(300).clamp(10, 86_400));
         let margin = Duration::from_secs(60).min(lifetime / 2);
         tracing::debug!(
             expires_in_secs = lifetime.as_secs(),

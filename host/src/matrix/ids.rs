@@ -172,6 +172,55 @@ pub fn check_namespace(
     Ok(())
 }
 
+/// A plugin's account pattern (the `appservice` grant), compiled to match
+/// whole localparts.
+///
+/// The pattern must be a regular expression of its own (so it cannot
+/// close the anchoring group around it: `[0-9]+)|(.*` is refused), must
+/// not match the empty localpart or the bot, and must leave every
+/// connector's ghosts alone (`ghost_prefixes`, tried with a few names).
+pub fn account_pattern(
+    pattern: &str,
+    bot_localpart: Option<&str>,
+    ghost_prefixes: &[(&str, &str)],
+) -> Result<regex::Regex, String> {
+    regex::Regex::new(pattern).map_err(|e| {
+        format!("the appservice-users pattern `{pattern}` is not a regular expression: {e}")
+    })?;
+    let anchored = regex::Regex::new(&format!("^(?:{pattern})$"))
+        .map_err(|e| format!("the appservice-users pattern `{pattern}`: {e}"))?;
+    if anchored.is_match("") {
+        return Err(format!(
+            "the appservice-users pattern `{pattern}` matches the empty name"
+        ));
+    }
+    if let Some(bot) = bot_localpart
+        && (anchored.is_match(bot) || anchored.is_match(&bot.to_lowercase()))
+    {
+        return Err(format!(
+            "the appservice-users pattern `{pattern}` covers the bridge bot @{bot}"
+        ));
+    }
+    for (plugin, prefix) in ghost_prefixes {
+        let samples = ["x", "1", "a1", "alice"].map(|tail| format!("{prefix}{tail}"));
+        if let Some(sample) = samples.iter().find(|s| anchored.is_match(s)) {
+            return Err(format!(
+                "the appservice-users pattern `{pattern}` covers plugin {plugin}'s ghosts (e.g. {sample}); grant a narrower one (appservice-users in [plugin.<id>])"
+            ));
+        }
+    }
+    Ok(anchored)
+}
+
+/// Whether `localpart` is one a homeserver accepts for a new user:
+/// lowercase letters, digits and `._=-/+`.
+pub fn is_new_localpart(localpart: &str) -> bool {
+    !localpart.is_empty()
+        && localpart
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._=-/+".contains(&b))
+}
+
 /// A registration regex matching every localpart that starts with
 /// `prefix` on `domain`.
 pub fn namespace_regex(prefix: &str, domain: &str) -> String {
@@ -181,6 +230,28 @@ pub fn namespace_regex(prefix: &str, domain: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn account_patterns_must_stand_alone_and_leave_the_bot_and_ghosts_alone() {
+        let ghosts = [("echo", "echo_"), ("teams", "teams_")];
+        let ok = account_pattern("[0-9]+", Some("weftbot"), &ghosts).unwrap();
+        assert!(ok.is_match("42") && !ok.is_match("42x") && !ok.is_match("x42"));
+        for refused in [
+            "[0-9]+)|(.*",
+            ".*",
+            "[a-z_]+",
+            "echo_[0-9]+",
+            "weft.*",
+            "[0-9]*",
+            "(",
+        ] {
+            assert!(
+                account_pattern(refused, Some("weftbot"), &ghosts).is_err(),
+                "{refused} was accepted"
+            );
+        }
+        assert!(is_new_localpart("42") && !is_new_localpart("WeftBot") && !is_new_localpart(""));
+    }
 
     #[test]
     fn remote_ids_escape_to_valid_localparts_and_back() {

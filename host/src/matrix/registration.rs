@@ -54,7 +54,7 @@ pub fn build(
     for pattern in account_patterns {
         users.push(Namespace::new(
             true,
-            format!("@(?:{pattern}):{}", regex::escape(&homeserver.domain)),
+            format!("^@(?:{pattern}):{}$", regex::escape(&homeserver.domain)),
         ));
     }
     let mut namespaces = Namespaces::new();

@@ -18,6 +18,8 @@ use crate::config::OAuthConfig;
 
 /// Every call to the issuer is bounded.
 const TIMEOUT: Duration = Duration::from_secs(10);
+/// The latest expiry taken from an answer (the year 3000, about).
+const MAX_EXP_SECS: u64 = 32_503_680_000;
 /// The largest discovery document or introspection answer read.
 const MAX_ANSWER: usize = 256 << 10;
 
@@ -35,8 +37,12 @@ pub struct Introspected {
 /// Why a token is refused, or could not be checked.
 #[derive(Debug, thiserror::Error)]
 pub enum IntrospectionError {
-    /// Inactive, expired, for another audience, without the scope, or
-    /// without a usable user: the token is not accepted.
+    /// The issuer does not know the token as an active one (it may be
+    /// another kind of token, e.g. a homeserver's own).
+    #[error("the token is not active")]
+    Inactive,
+    /// An active token of the issuer, but not one weft accepts: expired,
+    /// for another audience, without the scope, or without a usable user.
     #[error("{0}")]
     Refused(String),
     /// The issuer could not answer.
@@ -132,11 +138,12 @@ impl Introspector {
     fn judge(&self, answer: &Value, now: SystemTime) -> Result<Introspected, IntrospectionError> {
         let refused = |why: &str| Err(IntrospectionError::Refused(why.to_owned()));
         if answer["active"] != Value::Bool(true) {
-            return refused("the token is not active");
+            return Err(IntrospectionError::Inactive);
         }
+        // Clamped: a far-future `exp` must not overflow the clock.
         let expires = answer["exp"]
             .as_u64()
-            .map(|exp| UNIX_EPOCH + Duration::from_secs(exp));
+            .map(|exp| UNIX_EPOCH + Duration::from_secs(exp.min(MAX_EXP_SECS)));
         if expires.is_some_and(|exp| exp <= now) {
             return refused("the token has expired");
         }
@@ -329,12 +336,21 @@ mod tests {
         let plain = introspector(Some("weft"), Some("urn:weft:provision"));
         let good = json!({ "active": true, "username": "alice", "aud": ["x", "weft"], "scope": "urn:weft:provision", "exp": 2000 });
         assert!(plain.judge(&good, at(1000)).is_ok());
+        for answer in [
+            json!({ "active": false }),
+            json!({ "active": "true", "username": "alice" }),
+        ] {
+            assert!(matches!(
+                plain.judge(&answer, at(1000)),
+                Err(IntrospectionError::Inactive)
+            ));
+        }
+        let far = json!({ "active": true, "username": "alice", "aud": "weft", "scope": "urn:weft:provision", "exp": u64::MAX });
+        assert!(
+            plain.judge(&far, at(1000)).is_ok(),
+            "a far-future exp is fine"
+        );
         for (answer, why) in [
-            (json!({ "active": false }), "inactive"),
-            (
-                json!({ "active": "true", "username": "alice" }),
-                "active as a string",
-            ),
             (
                 json!({ "active": true, "username": "alice", "aud": "weft", "scope": "urn:weft:provision", "exp": 999 }),
                 "expired",

@@ -143,14 +143,17 @@ fn auth_token(request: &Request) -> Result<Response> {
     let user = match store::user(&hash)? {
         Some(user) => user,
         None => {
-            if !store::admit_new_user(&request.client_address, new_users_per_hour()?)? {
+            let limit = new_users_per_hour()?;
+            if !store::may_create_user(&request.client_address, limit)? {
                 return Ok(Response::error(
                     429,
                     "M_LIMIT_EXCEEDED",
                     "too many new users from this address; try again later",
                 ));
             }
-            create_user(&hash)?
+            let user = create_user(&hash)?;
+            store::count_new_user(&request.client_address)?;
+            user
         }
     };
     let user = with_working_token(user)?;
@@ -173,39 +176,65 @@ fn new_users_per_hour() -> Result<u32> {
     Ok(u32::try_from(limit.max(0)).unwrap_or(u32::MAX))
 }
 
-/// Creates the user of `hash` with the next id, registered on the
-/// homeserver. It is stored only once the homeserver has it.
+/// How many ids taken by strangers one creation skips before giving up.
+const MAX_SKIPS: usize = 16;
+
+/// Creates the user of `hash`: reserves the next id first (so no other
+/// hash can ever get it, even if this attempt dies half-way), registers
+/// `@<id>`, and stores the user once the homeserver has it.
+///
+/// `M_USER_IN_USE` means the account exists. If an earlier attempt for
+/// this same hash reserved that id, it registered the account and died
+/// before storing it: log in. Otherwise the account is a stranger's (a
+/// user from before this plugin claimed the namespace, or from a lost
+/// KV): skip the id, never hand that account out.
 fn create_user(hash: &str) -> Result<User> {
-    let id = store::next_id()?;
-    let localpart = id.to_string();
-    let token = match appservice::register_user(&localpart).map_err(failure)? {
-        Some(token) => token,
-        // Registered before (an earlier attempt stored nothing): log in.
-        None => appservice::login_user(&localpart).map_err(failure)?,
+    let earlier = store::pending(hash)?;
+    let mut id = match earlier {
+        Some(id) => id,
+        None => store::reserve_id(hash)?,
     };
-    let user = User {
-        id,
-        cert_hash: hash.to_owned(),
-        display_name: None,
-        access_token: Some(token),
-        joined: Default::default(),
-    };
-    store::put_user(&user)?;
-    store::commit_id(id)?;
-    weft_sdk::info!("created Brmble user {id}");
-    Ok(user)
+    for _ in 0..MAX_SKIPS {
+        let localpart = id.to_string();
+        let token = match appservice::register_user(&localpart).map_err(failure)? {
+            Some(token) => token,
+            None if earlier == Some(id) => appservice::login_user(&localpart).map_err(failure)?,
+            None => {
+                weft_sdk::warn!(
+                    "@{id} already exists on the homeserver and is not one this provider made; skipping it"
+                );
+                id = store::reserve_id(hash)?;
+                continue;
+            }
+        };
+        let user = User {
+            id,
+            cert_hash: hash.to_owned(),
+            display_name: None,
+            access_token: Some(token),
+        };
+        store::put_user(&user)?;
+        store::clear_pending(hash)?;
+        weft_sdk::info!("created Brmble user {id}");
+        return Ok(user);
+    }
+    Err(Error::internal(format!(
+        "{MAX_SKIPS} ids in a row were taken on the homeserver; check the provider's KV state"
+    )))
 }
 
-/// `user` with a token the homeserver accepts: the stored one if
-/// `/whoami` knows it, else a new login (stored).
+/// `user` with a token the homeserver accepts for `@<id>`: the stored
+/// one if `/whoami` says it is theirs, else a new login (stored).
 fn with_working_token(mut user: User) -> Result<User> {
+    let expected = format!("@{}:{}", user.id, appservice::server_name());
     if let Some(token) = &user.access_token {
-        match appservice::whoami(token).map_err(failure)? {
-            Some(_) => return Ok(user),
-            None => weft_sdk::info!(
+        match appservice::whoami(token) {
+            Ok(Some(owner)) if owner == expected => return Ok(user),
+            Ok(_) | Err(AppserviceError::Denied(_)) => weft_sdk::info!(
                 "user {}'s token is no longer valid; logging in again",
                 user.id
             ),
+            Err(error) => return Err(failure(error)),
         }
     }
     user.access_token = Some(appservice::login_user(&user.id.to_string()).map_err(failure)?);
@@ -213,12 +242,11 @@ fn with_working_token(mut user: User) -> Result<User> {
     Ok(user)
 }
 
-/// Makes sure every channel has its room and `user` has joined each;
-/// returns channel id → room id.
+/// Makes sure every channel has its room and `user` is in each (joining
+/// again is harmless, and a user who left is brought back); returns
+/// channel id → room id.
 fn join_channels(user: &User) -> Result<BTreeMap<String, String>> {
-    let mut user = user.clone();
     let mut room_map = BTreeMap::new();
-    let mut changed = false;
     for (channel, name) in store::channels()? {
         let room = match store::room(&channel)? {
             Some(room) => room,
@@ -229,15 +257,8 @@ fn join_channels(user: &User) -> Result<BTreeMap<String, String>> {
                 room
             }
         };
-        if !user.joined.contains(&room) {
-            appservice::join_room(&room, &user.id.to_string()).map_err(failure)?;
-            user.joined.insert(room.clone());
-            changed = true;
-        }
+        appservice::join_room(&room, &user.id.to_string()).map_err(failure)?;
         room_map.insert(channel, room);
-    }
-    if changed {
-        store::put_user(&user)?;
     }
     Ok(room_map)
 }

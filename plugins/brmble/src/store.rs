@@ -2,12 +2,13 @@
 //!
 //! - `user/<cert hash>` → [`User`]
 //! - `next-id` → the id the next new user gets
+//! - `pending/<cert hash>` → the id a creation in progress reserved
 //! - `channel/<id>` → the channel's name (added by the admin route; the
 //!   `channels` setting lists the others)
 //! - `room/<channel id>` → the channel's room id
 //! - `new-users/<client address>` → [`Window`], the rate of new users
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use weft_sdk::{Error, Result, config, kv, time};
@@ -23,9 +24,6 @@ pub(crate) struct User {
     pub(crate) display_name: Option<String>,
     /// The user's Matrix access token, if one was issued.
     pub(crate) access_token: Option<String>,
-    /// The rooms the user has joined.
-    #[serde(default)]
-    pub(crate) joined: BTreeSet<String>,
 }
 
 /// New users created from one address in the current hour.
@@ -56,14 +54,24 @@ pub(crate) fn put_user(user: &User) -> Result<()> {
     kv::set(&format!("user/{}", user.cert_hash), user).map_err(storage)
 }
 
-/// The id the next new user gets (not taken until [`commit_id`]).
-pub(crate) fn next_id() -> Result<u64> {
-    Ok(kv::get::<u64>("next-id").map_err(storage)?.unwrap_or(1))
+/// Takes the next id for a new user of `hash`, and remembers that this
+/// hash's creation is in progress with it.
+pub(crate) fn reserve_id(hash: &str) -> Result<u64> {
+    let id = kv::get::<u64>("next-id").map_err(storage)?.unwrap_or(1);
+    kv::set("next-id", &(id + 1)).map_err(storage)?;
+    kv::set(&format!("pending/{hash}"), &id).map_err(storage)?;
+    Ok(id)
 }
 
-/// Takes `id`: the next user gets the one after.
-pub(crate) fn commit_id(id: u64) -> Result<()> {
-    kv::set("next-id", &(id + 1)).map_err(storage)
+/// The id an unfinished creation for `hash` reserved, if any.
+pub(crate) fn pending(hash: &str) -> Result<Option<u64>> {
+    kv::get(&format!("pending/{hash}")).map_err(storage)
+}
+
+/// Ends `hash`'s creation.
+pub(crate) fn clear_pending(hash: &str) -> Result<()> {
+    kv::delete(&format!("pending/{hash}")).map_err(storage)?;
+    Ok(())
 }
 
 /// Every channel: the `channels` setting, then those the admin route
@@ -99,9 +107,8 @@ pub(crate) fn put_room(id: &str, room: &str) -> Result<()> {
     kv::set(&format!("room/{id}"), room).map_err(storage)
 }
 
-/// Counts a new user from `address` if fewer than `per_hour` were created
-/// from it in the current hour; returns whether it may go ahead.
-pub(crate) fn admit_new_user(address: &str, per_hour: u32) -> Result<bool> {
+/// The creation window of `address`, reset once an hour has passed.
+fn window(address: &str) -> Result<(String, Window)> {
     let key = format!("new-users/{address}");
     let now = time::now_ms();
     let mut window: Window = kv::get(&key).map_err(storage)?.unwrap_or_default();
@@ -111,12 +118,21 @@ pub(crate) fn admit_new_user(address: &str, per_hour: u32) -> Result<bool> {
             created: 0,
         };
     }
-    if window.created >= per_hour {
-        return Ok(false);
-    }
+    Ok((key, window))
+}
+
+/// Whether `address` may create another user: fewer than `per_hour` in
+/// its current hour.
+pub(crate) fn may_create_user(address: &str, per_hour: u32) -> Result<bool> {
+    Ok(window(address)?.1.created < per_hour)
+}
+
+/// Counts a user created from `address` (only once it exists, so failed
+/// attempts cost nothing).
+pub(crate) fn count_new_user(address: &str) -> Result<()> {
+    let (key, mut window) = window(address)?;
     window.created += 1;
-    kv::set(&key, &window).map_err(storage)?;
-    Ok(true)
+    kv::set(&key, &window).map_err(storage)
 }
 
 #[cfg(test)]
