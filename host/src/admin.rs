@@ -67,7 +67,9 @@ pub fn router(state: AdminState) -> Router {
         .route("/_weft/admin/v1/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(1 << 20))
-        .with_state(state)
+        .with_state(state.clone())
+        // The status page: bearer token or a browser session of its own.
+        .merge(crate::status::router(state))
 }
 
 async fn require_token(

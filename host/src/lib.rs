@@ -20,6 +20,7 @@ pub mod outbox;
 pub mod provisioning;
 pub mod routes;
 pub mod services;
+pub mod status;
 pub mod telemetry;
 pub mod token_auth;
 pub mod trees;

@@ -29,6 +29,7 @@ mod provisioning;
 mod receipts;
 mod relations;
 mod runtime;
+mod status_page;
 mod teams;
 mod timers;
 mod token_auth;
