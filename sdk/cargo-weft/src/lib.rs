@@ -8,8 +8,12 @@
 //! turned into a component with `wit-component` (adding the WASI adapter
 //! for `wasm32-wasip1` builds), given its manifest in a custom section,
 //! and written to `<out-dir>/<package>.wasm`.
+//!
+//! [`new_plugin`] (`cargo weft new`) writes a standalone plugin crate of a
+//! given role that builds and loads as it is.
 
 mod componentize;
+mod scaffold;
 mod toolchain;
 
 use std::collections::BTreeMap;
@@ -18,6 +22,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 use cargo_metadata::{MetadataCommand, Package};
 
+pub use crate::scaffold::{NewOptions, NewPlugin, Role, SdkSource, new_plugin};
 pub use crate::toolchain::{Target, Toolchain, ToolchainChoice};
 
 /// What to build.

@@ -4,6 +4,7 @@
 //! cargo weft build                 # every plugin in the workspace
 //! cargo weft build -p echo         # one plugin
 //! cargo weft toolchain             # which wasm toolchain would be used
+//! cargo weft new my-connector      # a plugin crate that builds and loads as it is
 //! ```
 //!
 //! A plugin is a `cdylib` package with a `[package.metadata.weft]` table
@@ -15,7 +16,7 @@
 use std::path::PathBuf;
 
 use anyhow::Result;
-use cargo_weft::{BuildOptions, Target, Toolchain, ToolchainChoice};
+use cargo_weft::{BuildOptions, NewOptions, Role, SdkSource, Target, Toolchain, ToolchainChoice};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -49,6 +50,26 @@ enum Command {
     },
     /// Show which toolchain builds each wasm target, or how to get one.
     Toolchain,
+    /// Create a plugin crate of its own that builds and loads as it is.
+    New {
+        /// The crate's directory (new, or empty).
+        dir: PathBuf,
+        /// The plugin id (default: the directory's name): 1-32 lowercase
+        /// letters, digits, `-` or `_`.
+        #[arg(long, value_name = "ID")]
+        name: Option<String>,
+        /// The plugin's role.
+        #[arg(long, value_enum, default_value_t = Role::Connector)]
+        role: Role,
+        /// Depend on the weft-sdk in this directory, or in this weft
+        /// checkout's sdk/ (default: the SDK this cargo-weft was built
+        /// from, if it is still there).
+        #[arg(long, value_name = "PATH", conflicts_with = "sdk_version")]
+        sdk_path: Option<PathBuf>,
+        /// Depend on this version of weft-sdk from the registry.
+        #[arg(long, value_name = "VERSION")]
+        sdk_version: Option<String>,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -94,5 +115,94 @@ fn run() -> Result<()> {
             }
             Ok(())
         }
+        Command::New {
+            dir,
+            name,
+            role,
+            sdk_path,
+            sdk_version,
+        } => {
+            let sdk = match (sdk_path, sdk_version) {
+                (Some(path), _) => SdkSource::Path(path),
+                (None, Some(version)) => SdkSource::Version(version),
+                (None, None) => SdkSource::Auto,
+            };
+            let created = cargo_weft::new_plugin(&NewOptions {
+                dir,
+                id: name,
+                role,
+                sdk,
+            })?;
+            print_next_steps(&created, role);
+            Ok(())
+        }
+    }
+}
+
+/// What was created, and the commands to run next.
+fn print_next_steps(created: &cargo_weft::NewPlugin, role: Role) {
+    println!(
+        "Created {} `{}` in {}:",
+        role.noun(),
+        created.id,
+        created.dir.display()
+    );
+    for file in &created.files {
+        println!("  {}", file.display());
+    }
+    println!("with weft-sdk = {}", created.sdk);
+    if created.sdk.starts_with('"') {
+        println!("(from the registry: pass --sdk-path <weft checkout> to use a local SDK instead)");
+    }
+    let component = created.component();
+    println!();
+    println!("Next:");
+    println!("  cd {}", created.dir.display());
+    println!("  cargo weft build      # writes {}", component.display());
+    println!(
+        "  weft --config weft.example.toml check-plugin {}",
+        component.display()
+    );
+    println!("  weft --config weft.example.toml run");
+    println!("(`weft` is the host: `cargo install --path host` in weft's repository.)");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_takes_a_role_an_id_and_one_source_of_the_sdk() {
+        let cli = Cli::try_parse_from([
+            "cargo-weft",
+            "new",
+            "feed",
+            "--role",
+            "login-provider",
+            "--name",
+            "my-feed",
+            "--sdk-path",
+            "../weft",
+        ])
+        .unwrap();
+        let Command::New {
+            dir, name, role, ..
+        } = cli.command
+        else {
+            panic!("not `new`")
+        };
+        assert_eq!(dir, PathBuf::from("feed"));
+        assert_eq!(name.as_deref(), Some("my-feed"));
+        assert_eq!(role, Role::LoginProvider);
+        let both = Cli::try_parse_from([
+            "cargo-weft",
+            "new",
+            "feed",
+            "--sdk-path",
+            "../weft",
+            "--sdk-version",
+            "0.1",
+        ]);
+        assert!(both.is_err());
     }
 }
