@@ -26,7 +26,7 @@ DEV="$ROOT/.dev"
 MATRIX_USER="me"
 MATRIX_PASSWORD="weft-demo-password"
 
-scripts/setup.sh
+scripts/setup.sh --demo
 step() { printf '\n==> %s\n' "$*"; }
 
 step "building weft, the echo service, the fake Teams, the Brmble client and the echo, Teams, MSAL and Brmble plugins"
@@ -232,9 +232,10 @@ EOF
   BRMBLE_NOTE="Brmble (a Mumble server whose users get Matrix accounts): the example client
 finds the API in murmur's welcome text (flow A), gets its Matrix account and
 says hello in the Lobby's room:
-  $BRMBLE_CLIENT --identity .dev/brmble-identity --mumble 127.0.0.1:$MUMBLE_PORT \
-    --username you --say hello --channel 1
-(or start from the API, flow B: --api-url http://127.0.0.1:$AS_PORT/brmble)."
+  $BRMBLE_CLIENT --identity .dev/brmble-identity --mumble 127.0.0.1:$MUMBLE_PORT --username you --say hello --channel 1
+(or start from the API, flow B: --api-url http://127.0.0.1:$AS_PORT/brmble).
+The message is in the Brmble user's rooms: log in to Matrix with the
+accessToken the client prints to see it (the demo user is not a member)."
 fi
 
 cat <<EOF

@@ -8,6 +8,7 @@
 #
 #   scripts/setup.sh            wasm toolchain, Synapse venv, murmurd, Chromium
 #   scripts/setup.sh --no-synapse
+#   scripts/setup.sh --demo     what scripts/run.sh needs: no browser, no Node packages
 #
 # The wasm toolchain: rustup's wasm targets if rustup can add them;
 # otherwise (machines that reach only package registries) Debian's
@@ -18,10 +19,12 @@ cd "$(dirname "$0")/.."
 
 SYNAPSE_VERSION="1.163.2"
 WANT_SYNAPSE=1
+WANT_TEST_TOOLS=1
 for arg in "$@"; do
   case "$arg" in
     --no-synapse) WANT_SYNAPSE=0 ;;
-    *) echo "usage: $0 [--no-synapse]" >&2; exit 2 ;;
+    --demo) WANT_TEST_TOOLS=0 ;;
+    *) echo "usage: $0 [--no-synapse] [--demo]" >&2; exit 2 ;;
   esac
 done
 
@@ -80,7 +83,7 @@ fi
 # The Brmble tests run Debian's murmurd 1.3.4 on loopback
 # (tests/support/mumble.rs), one per test on a free port; the package's own
 # service is not needed (and in containers its start is refused).
-step "Mumble server (murmurd, for the Brmble tests)"
+step "Mumble server (murmurd, for the Brmble tests and the demo)"
 if [ -x /usr/sbin/murmurd ]; then
   echo "murmurd is installed"
 elif command -v apt-get >/dev/null; then
@@ -89,6 +92,8 @@ else
   echo "no murmurd: install Debian's mumble-server (the Brmble tests run /usr/sbin/murmurd)" >&2
   exit 1
 fi
+
+if [ "$WANT_TEST_TOOLS" = 0 ]; then exit 0; fi
 
 # The helper-page tests drive Debian's Chromium with playwright-core
 # (tests/browser/capture.mjs): the npm package only, no browser download.

@@ -329,6 +329,23 @@ async fn a_cancelled_or_unknown_login_process_answers_with_bridgev2_errors() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_password_the_bot_cannot_redact_gets_a_warning_in_the_room() {
+    let env = BridgeEnv::start().await;
+    let user = env.user("user").await;
+    // A plain private chat leaves the bot without the power to redact.
+    let room = user.create_dm_with_preset(&env.bot(), "private_chat").await;
+    user.wait_for_text(&room, "management room").await;
+    user.send_text(&room, "login echo:password").await;
+    user.wait_for_text(&room, "send your user name").await;
+    user.send_text(&room, "alice").await;
+    user.wait_for_text(&room, "send your password").await;
+    user.send_text(&room, "pw").await;
+    user.wait_for_text(&room, "could not redact your reply")
+        .await;
+    user.wait_for_text(&room, "Logged in: echo:alice").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_relogin_into_another_remote_account_replaces_the_old_login() {
     let env = BridgeEnv::start().await;
     let user = env.user("user").await;

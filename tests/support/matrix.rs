@@ -120,8 +120,14 @@ impl MatrixUser {
 
     /// Creates a direct chat with `other` (e.g. the bridge bot).
     pub async fn create_dm(&self, other: &str) -> String {
-        let body =
-            json!({ "is_direct": true, "invite": [other], "preset": "trusted_private_chat" });
+        self.create_dm_with_preset(other, "trusted_private_chat")
+            .await
+    }
+
+    /// Creates a direct chat with `other` with room preset `preset`
+    /// (`private_chat`, as some clients do, leaves `other` without power).
+    pub async fn create_dm_with_preset(&self, other: &str, preset: &str) -> String {
+        let body = json!({ "is_direct": true, "invite": [other], "preset": preset });
         let response = self
             .call(
                 reqwest::Method::POST,

@@ -361,7 +361,12 @@ impl Bridge {
             super::txn_id().into(),
         );
         if let Err(error) = self.client.send(request, None).await {
-            tracing::debug!(%error, "could not redact a secret reply (the bot lacks the power level)");
+            tracing::info!(%room, %error, "could not redact a secret reply");
+            // The user must know their secret is still in the room.
+            let warning = "⚠ I could not redact your reply (I lack the power to redact in this room): it is still in the room's history. Delete it yourself, and consider changing that password.";
+            if let Err(error) = self.notice(room, warning).await {
+                tracing::warn!(%room, %error, "could not warn that a secret reply stays in the room");
+            }
         }
     }
 
