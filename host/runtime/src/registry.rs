@@ -97,6 +97,9 @@ pub enum RegistryError {
     Storage(#[from] weft_storage::StorageError),
 }
 
+/// How often a long upgrade logs how far it is.
+const UPGRADE_PROGRESS_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// What a load did.
 #[derive(Debug, Clone, Serialize)]
 #[serde(tag = "outcome", rename_all = "kebab-case")]
@@ -434,7 +437,24 @@ impl Registry {
         let mut moved_logins: Vec<&LoginHandle> = Vec::new();
         let mut moved_providers: Vec<&ProviderHandle> = Vec::new();
         let mut refusal = None;
+        // Across thousands of logins an upgrade takes a while: say how far
+        // it is every few seconds.
+        let started = std::time::Instant::now();
+        let mut reported = started;
         for handle in &logins {
+            if reported.elapsed() >= UPGRADE_PROGRESS_EVERY {
+                reported = std::time::Instant::now();
+                tracing::info!(
+                    plugin = %id,
+                    to = %new.version(),
+                    moved = moved_logins.len(),
+                    logins = logins.len(),
+                    elapsed_ms = started.elapsed().as_millis() as u64,
+                    "upgrading: {} of {} logins moved",
+                    moved_logins.len(),
+                    logins.len()
+                );
+            }
             match handle.upgrade(new.clone()).await {
                 Ok(()) => moved_logins.push(handle),
                 Err(message) => {
