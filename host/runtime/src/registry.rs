@@ -762,6 +762,10 @@ impl Registry {
                 needed: "credential-provider",
             });
         }
+        // The plugin's KV namespace is the one its routes use: take the
+        // routes' turn, so the two never race over it.
+        let slot = self.handler_slot(plugin.id());
+        let _turn = slot.instance.lock().await;
         let ctx = InstanceContext::new(
             plugin.clone(),
             InstanceRole::Standalone,
@@ -787,6 +791,17 @@ impl Registry {
             .map_err(crate::instance::plugin_error))
     }
 
+    /// The slot that serializes plugin `id`'s routes (and credential
+    /// calls), made on first use.
+    fn handler_slot(&self, id: &str) -> Arc<HandlerSlot> {
+        self.handlers
+            .lock()
+            .expect("handler table poisoned")
+            .entry(id.to_owned())
+            .or_default()
+            .clone()
+    }
+
     /// Has plugin `plugin` answer an HTTP request for its routes (see
     /// [`handler`]): one request at a time per plugin, in an instance with
     /// the plugin's own KV namespace.
@@ -803,13 +818,7 @@ impl Registry {
         }
         let method = request.method.clone();
         let request = handler::wit_request(request).ok_or(RegistryError::Method(method))?;
-        let slot = self
-            .handlers
-            .lock()
-            .expect("handler table poisoned")
-            .entry(plugin.id().to_owned())
-            .or_default()
-            .clone();
+        let slot = self.handler_slot(plugin.id());
         let Some(_place) = slot.enter() else {
             return Err(RegistryError::Busy(plugin.id().to_owned()));
         };
