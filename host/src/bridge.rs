@@ -445,9 +445,15 @@ impl Bridge {
         message: Option<&str>,
     ) -> Result<(), BridgeError> {
         {
+            // Connecting is a step, not a state worth remembering: a
+            // restart's "connecting, connected" must not read as a
+            // recovery, while "error, connecting, connected" still does.
+            if state == StateEvent::Connecting {
+                return Ok(());
+            }
             let mut announced = self.announced.lock().expect("announced map poisoned");
             let previous = announced.insert(ctx.key().clone(), state);
-            if previous == Some(state) || state == StateEvent::Connecting {
+            if previous == Some(state) {
                 return Ok(());
             }
             // A first "connected" is not news; recovering from an error is.

@@ -386,3 +386,31 @@ async fn a_relogin_into_another_remote_account_replaces_the_old_login() {
         .await;
     assert_eq!(status, 404);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_does_not_announce_a_login_that_was_connected_as_news() {
+    let mut env = BridgeEnv::start().await;
+    let user = env.user("user").await;
+    let room = user.create_dm(&env.bot()).await;
+    user.wait_for_text(&room, "management room").await;
+    let alice = env.login(&user, "alice").await;
+    let portal = env.portal_room(&alice, "c1").await;
+    user.wait_for_rooms(2, &[]).await;
+
+    env.stop_host().await;
+    env.start_host().await;
+    // The login polled again after the restart (its state, reported
+    // before the message, went through the same queue first).
+    env.echo.service.say("c1", "echo", "after the restart");
+    user.wait_for_body(&portal, "after the restart").await;
+    user.send_text(&room, "logins").await;
+    user.wait_for_text(&room, "echo:alice (Alice)").await;
+    let bodies = user.bodies(&room).await;
+    // The `logins` answer shows the state; no announcement repeats it.
+    assert!(
+        !bodies
+            .iter()
+            .any(|b| b.contains("login alice (Alice): CONNECTED")),
+        "{bodies:?}"
+    );
+}
