@@ -167,8 +167,16 @@ EOF
 fi
 
 PIDS=()
+# Stops the newest first: weft before the servers it talks to, so it
+# shuts down cleanly instead of retrying a homeserver that is gone.
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for ((i = ${#PIDS[@]} - 1; i >= 0; i--)); do
+    kill "${PIDS[$i]}" 2>/dev/null || true
+    if [ "$i" -eq $((${#PIDS[@]} - 1)) ]; then
+      # weft flushes and stops its logins; give it a moment.
+      for _ in $(seq 1 50); do kill -0 "${PIDS[$i]}" 2>/dev/null || break; sleep 0.1; done
+    fi
+  done
   wait 2>/dev/null || true
 }
 trap cleanup EXIT INT TERM
