@@ -40,6 +40,8 @@ use rand::RngCore;
 use tower::limit::GlobalConcurrencyLimitLayer;
 use weft_runtime::{CapturePage, CaptureSession};
 
+use crate::template::fill;
+
 /// How long a session lives at most (less if login processes time out
 /// sooner: a page never outlives its process).
 pub const SESSION_TTL: Duration = Duration::from_secs(30 * 60);
@@ -389,25 +391,6 @@ fn render(id: &str, view: &PageView, state: &str, message: &str) -> (String, Str
         _ => String::new(),
     });
     (html, nonce)
-}
-
-/// Replaces each `{{name}}` of `template` with `value(name)`, in one pass:
-/// text a value brings in is never read as a placeholder.
-fn fill(template: &str, value: impl Fn(&str) -> String) -> String {
-    let mut out = String::with_capacity(template.len() * 2);
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            out.push_str(&rest[start..]);
-            return out;
-        };
-        out.push_str(&value(&after[..end]));
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    out
 }
 
 async fn page(State(sessions): State<Arc<CaptureSessions>>, Path(id): Path<String>) -> Response {

@@ -22,6 +22,7 @@ pub mod routes;
 pub mod services;
 pub mod status;
 pub mod telemetry;
+mod template;
 pub mod token_auth;
 pub mod trees;
 pub mod watcher;

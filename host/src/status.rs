@@ -47,6 +47,7 @@ use crate::api_error::{ApiError, ApiResult, bearer, token_matches};
 use crate::bridge::inbound::InboundDeadLetter;
 use crate::logins::{BridgeState, StateEvent, now_ms};
 use crate::outbox::DeadLetter;
+use crate::template::fill;
 use crate::token_auth::Freshness;
 
 /// Where the page is, on the admin listener.
@@ -420,25 +421,6 @@ impl Snapshot {
 /// text and in quoted attributes.
 fn esc(text: &str) -> String {
     html_escape::encode_quoted_attribute(text).into_owned()
-}
-
-/// Replaces each `{{name}}` of `template` with `value(name)`, in one pass:
-/// text a value brings in is never read as a placeholder.
-fn fill(template: &str, value: impl Fn(&str) -> String) -> String {
-    let mut out = String::with_capacity(template.len() * 2);
-    let mut rest = template;
-    while let Some(start) = rest.find("{{") {
-        out.push_str(&rest[..start]);
-        let after = &rest[start + 2..];
-        let Some(end) = after.find("}}") else {
-            out.push_str(&rest[start..]);
-            return out;
-        };
-        out.push_str(&value(&after[..end]));
-        rest = &after[end + 2..];
-    }
-    out.push_str(rest);
-    out
 }
 
 /// How a state looks: its label, its colour class and its bridgev2 name.

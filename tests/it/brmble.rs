@@ -12,22 +12,37 @@ use weft_tests::synapse::DOMAIN;
 
 const ADMIN_TOKEN: &str = "brmble admin token for tests";
 
+/// The provider's grants and its settings: the common ones, then
+/// `settings`, then `tables` (e.g. `[plugin.brmble.routes.tls]`).
+fn brmble_config(settings: &[String], tables: &[String]) -> Vec<String> {
+    let mut config: Vec<String> = [
+        "[plugin.brmble]",
+        "appservice = true",
+        "[plugin.brmble.routes]",
+        "prefix = \"/brmble\"",
+        "[plugin.brmble.settings]",
+        "mumble-host = \"127.0.0.1\"",
+        "homeserver-url = \"${HOMESERVER_URL}\"",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    config.extend_from_slice(settings);
+    config.extend_from_slice(tables);
+    config
+}
+
 async fn start(new_users_per_hour: u32) -> BridgeEnv {
     BridgeEnv::start_with(BridgeOptions {
         plugins: vec!["brmble"],
-        config: vec![
-            "[plugin.brmble]".into(),
-            "appservice = true".into(),
-            "[plugin.brmble.routes]".into(),
-            "prefix = \"/brmble\"".into(),
-            "[plugin.brmble.settings]".into(),
-            "mumble-host = \"127.0.0.1\"".into(),
-            "mumble-port = 64738".into(),
-            "homeserver-url = \"${HOMESERVER_URL}\"".into(),
-            r#"channels = '{"1": "Lobby", "2": "Music"}'"#.into(),
-            format!("admin-token = \"{ADMIN_TOKEN}\""),
-            format!("new-users-per-hour = {new_users_per_hour}"),
-        ],
+        config: brmble_config(
+            &[
+                "mumble-port = 64738".into(),
+                r#"channels = '{"1": "Lobby", "2": "Music"}'"#.into(),
+                format!("admin-token = \"{ADMIN_TOKEN}\""),
+                format!("new-users-per-hour = {new_users_per_hour}"),
+            ],
+            &[],
+        ),
         ..Default::default()
     })
     .await
@@ -322,23 +337,18 @@ async fn with_client_certificates_the_hash_must_be_the_presented_certificates() 
     let port = weft_tests::synapse::free_port();
     let env = BridgeEnv::start_with(BridgeOptions {
         plugins: vec!["brmble"],
-        config: vec![
-            "[plugin.brmble]".into(),
-            "appservice = true".into(),
-            "[plugin.brmble.routes]".into(),
-            "prefix = \"/brmble\"".into(),
-            "[plugin.brmble.routes.tls]".into(),
-            format!("listen = \"127.0.0.1:{port}\""),
-            format!(
-                "certificate = \"{}\"",
-                dir.path().join("cert.pem").display()
-            ),
-            format!("key = \"{}\"", dir.path().join("key.pem").display()),
-            "[plugin.brmble.settings]".into(),
-            "mumble-host = \"127.0.0.1\"".into(),
-            "homeserver-url = \"${HOMESERVER_URL}\"".into(),
-            "require-client-certificate = true".into(),
-        ],
+        config: brmble_config(
+            &["require-client-certificate = true".into()],
+            &[
+                "[plugin.brmble.routes.tls]".into(),
+                format!("listen = \"127.0.0.1:{port}\""),
+                format!(
+                    "certificate = \"{}\"",
+                    dir.path().join("cert.pem").display()
+                ),
+                format!("key = \"{}\"", dir.path().join("key.pem").display()),
+            ],
+        ),
         ..Default::default()
     })
     .await;
@@ -406,17 +416,13 @@ async fn brmble_clients_find_the_server_both_ways_and_talk_in_a_channel_room() {
     let mumble_port = weft_tests::synapse::free_port();
     let env = BridgeEnv::start_with(BridgeOptions {
         plugins: vec!["brmble"],
-        config: vec![
-            "[plugin.brmble]".into(),
-            "appservice = true".into(),
-            "[plugin.brmble.routes]".into(),
-            "prefix = \"/brmble\"".into(),
-            "[plugin.brmble.settings]".into(),
-            "mumble-host = \"127.0.0.1\"".into(),
-            format!("mumble-port = {mumble_port}"),
-            "homeserver-url = \"${HOMESERVER_URL}\"".into(),
-            r#"channels = '{"1": "Lobby"}'"#.into(),
-        ],
+        config: brmble_config(
+            &[
+                format!("mumble-port = {mumble_port}"),
+                r#"channels = '{"1": "Lobby"}'"#.into(),
+            ],
+            &[],
+        ),
         ..Default::default()
     })
     .await;
@@ -478,15 +484,7 @@ async fn on_a_homeserver_that_delegates_auth_the_provider_says_so_at_start_and_r
         delegated_auth: true,
         process: true,
         fault_proxy: true,
-        config: vec![
-            "[plugin.brmble]".into(),
-            "appservice = true".into(),
-            "[plugin.brmble.routes]".into(),
-            "prefix = \"/brmble\"".into(),
-            "[plugin.brmble.settings]".into(),
-            "mumble-host = \"127.0.0.1\"".into(),
-            "homeserver-url = \"${HOMESERVER_URL}\"".into(),
-        ],
+        config: brmble_config(&[], &[]),
         ..Default::default()
     })
     .await;
