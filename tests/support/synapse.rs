@@ -23,13 +23,37 @@ pub struct Synapse {
     dir: tempfile::TempDir,
 }
 
-/// A free loopback port.
+/// A free loopback port for a server a test starts.
+///
+/// Taken below the kernel's ephemeral range (32768 and up on Linux), where
+/// `bind(0)` and outgoing connections take their ports: a port found free
+/// there can be taken by any client connection before the server binds
+/// it. And never the same port twice in one test binary; each binary
+/// starts at its own offset, so two running at once rarely meet.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const FIRST: u32 = 20_000;
+    const PORTS: u32 = 12_000;
+    static NEXT: AtomicU32 = AtomicU32::new(u32::MAX);
+    let _ = NEXT.compare_exchange(
+        u32::MAX,
+        (std::process::id() * 97) % PORTS,
+        Ordering::SeqCst,
+        Ordering::SeqCst,
+    );
+    for _ in 0..PORTS {
+        let offset = NEXT.fetch_add(1, Ordering::SeqCst) % PORTS;
+        let port = u16::try_from(FIRST + offset).expect("below 32000");
+        let tcp = std::net::TcpListener::bind(("127.0.0.1", port));
+        let udp = std::net::UdpSocket::bind(("127.0.0.1", port));
+        if tcp.is_ok() && udp.is_ok() {
+            return port;
+        }
+    }
+    panic!(
+        "no free loopback port between {FIRST} and {}",
+        FIRST + PORTS
+    );
 }
 
 fn venv() -> PathBuf {
