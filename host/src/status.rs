@@ -178,18 +178,7 @@ fn cookie(id: &str, max_age: Duration) -> String {
 /// Headers every answer carries: the policy, nothing cached, no referrer,
 /// no framing.
 fn hardened(mut response: Response) -> Response {
-    let headers = response.headers_mut();
-    for (name, value) in [
-        (header::CONTENT_SECURITY_POLICY, CSP.as_str()),
-        (header::CACHE_CONTROL, "no-store"),
-        (header::REFERRER_POLICY, "no-referrer"),
-        (header::X_CONTENT_TYPE_OPTIONS, "nosniff"),
-        (header::X_FRAME_OPTIONS, "DENY"),
-    ] {
-        if let Ok(value) = HeaderValue::from_str(value) {
-            headers.insert(name, value);
-        }
-    }
+    crate::template::harden(response.headers_mut(), &CSP);
     response
 }
 
