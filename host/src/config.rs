@@ -443,6 +443,8 @@ impl Config {
             http: self.http.clone(),
             grants: self.plugin.clone(),
             compile_cache: self.compile_cache_dir(),
+            transport: None,
+            manual_timers: false,
         }
     }
 }

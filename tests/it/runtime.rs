@@ -132,6 +132,8 @@ fn runtime(host: Arc<FakeHost>, configure: impl FnOnce(&mut RuntimeConfig)) -> A
             http: Default::default(),
             grants,
             compile_cache: Some(weft_tests::workspace().join("target/test-compile-cache")),
+            transport: None,
+            manual_timers: false,
         },
         storage,
         host,

@@ -143,6 +143,11 @@ enum Work {
         message: String,
         reply: Reply<()>,
     },
+    /// Fire a timer now, whenever it is due (a harness's manual clock).
+    FireTimer {
+        name: Option<String>,
+        reply: Reply<Option<String>>,
+    },
 }
 
 impl Work {
@@ -157,6 +162,7 @@ impl Work {
             | Self::ReadReceipt { reply, .. }
             | Self::Typing { reply, .. } => drop(reply.send(Err(error))),
             Self::History { reply, .. } => drop(reply.send(Err(error))),
+            Self::FireTimer { reply, .. } => drop(reply.send(Err(error))),
         }
     }
 }
@@ -457,6 +463,19 @@ impl LoginHandle {
         .await
     }
 
+    /// Fires timer `name` (or, with `None`, the one due first) now,
+    /// whenever it is due, and waits until the plugin handled it; an
+    /// interval then counts its next period from now. Answers which timer
+    /// fired, or `None` if the login has no such timer. Refused while the
+    /// login's timers are paused for a relogin.
+    ///
+    /// With [`RuntimeOptions::manual_timers`](crate::RuntimeOptions) this
+    /// is the only way timers fire: a test harness's manual clock.
+    pub async fn fire_timer(&self, name: Option<&str>) -> Result<Option<String>, WorkError> {
+        let name = name.map(str::to_owned);
+        self.ask(|reply| Work::FireTimer { name, reply }).await
+    }
+
     fn control(&self, control: Control) -> bool {
         match self.slot.mailboxes() {
             Some(mailboxes) => mailboxes.control.send(Box::new(control)).is_ok(),
@@ -706,7 +725,7 @@ impl Actor {
     }
 
     fn next_due_ms(&self) -> Option<u64> {
-        if self.paused {
+        if self.paused || self.runtime.manual_timers {
             return None;
         }
         self.timers
@@ -797,6 +816,31 @@ impl Actor {
         let outcome = instance.on_timer(&name).await;
         self.after_call(outcome.map(|r| r.map_err(plugin_error)))
             .await;
+    }
+
+    /// Fires timer `name` (or the one due first) now: see
+    /// [`LoginHandle::fire_timer`].
+    async fn fire_timer_now(&mut self, name: Option<String>) -> Result<Option<String>, WorkError> {
+        if self.paused {
+            return Err(WorkError::Unavailable(
+                "the login's timers are paused until its user logs in again".into(),
+            ));
+        }
+        let taken = {
+            let mut timers = self.timers.lock().expect("timer table poisoned");
+            match name {
+                Some(name) => timers.take_named(&name, now_ms()).map(|()| name),
+                None => timers.take_first(now_ms()),
+            }
+        };
+        let Some(name) = taken else { return Ok(None) };
+        let Some(instance) = self.instance.as_mut() else {
+            return Err(WorkError::Unavailable("no instance is running".into()));
+        };
+        let outcome = instance.on_timer(&name).await;
+        let (status, result) = split(outcome);
+        self.after_call(status).await;
+        result.map(|()| Some(name))
     }
 
     /// Creates and starts an instance of the current plugin version.
@@ -967,6 +1011,11 @@ impl Actor {
             work.refuse(WorkError::Unavailable(reason.clone()));
             return;
         }
+        if let Work::FireTimer { name, reply } = work {
+            let result = self.fire_timer_now(name).await;
+            let _ = reply.send(result);
+            return;
+        }
         let Some(instance) = self.instance.as_mut() else {
             work.refuse(WorkError::Unavailable("no instance is running".into()));
             return;
@@ -1042,6 +1091,7 @@ impl Actor {
                 message,
                 reply,
             } => answer!(instance.handle_matrix_redaction(&chat, &message), reply),
+            Work::FireTimer { .. } => unreachable!("answered above"),
         }
     }
 

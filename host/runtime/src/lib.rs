@@ -15,6 +15,8 @@
 //!   hibernation.
 //! - `provider`: one actor per (login, login provider).
 //! - `instance`: one instance in its own store, called under a deadline.
+//! - [`transport`]: where plugins' HTTP goes instead of the network, for
+//!   the test harness.
 //! - `engine`: the wasmtime engine, allocator, linker and epoch ticker.
 //! - `imports`: the host side of each WIT import, one file per interface.
 //! - [`events`], [`connector`], [`login_flow`]: the plain types that cross
@@ -47,6 +49,7 @@ mod scheduler;
 mod services;
 mod state;
 mod timers;
+pub mod transport;
 
 pub use actor::{ActorStatus, LoginHandle, Phase, SentHook, WorkError};
 pub use config::{

@@ -23,6 +23,9 @@ pub(crate) struct HttpClients {
 impl HttpClients {
     /// Builds both clients.
     pub(crate) fn new() -> anyhow::Result<Self> {
+        // reqwest is built without a TLS crypto provider; an embedder that
+        // installed one keeps it, any other gets ring.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let builder = || {
             reqwest::Client::builder()
                 .redirect(reqwest::redirect::Policy::none())

@@ -163,6 +163,13 @@ pub struct RuntimeOptions {
     pub grants: BTreeMap<String, PluginGrants>,
     /// Where compiled components are cached, if anywhere.
     pub compile_cache: Option<std::path::PathBuf>,
+    /// Where plugins' HTTP requests go instead of the network (after the
+    /// grant checks); `None` in a host. The test harness sets one.
+    pub transport: Option<Arc<dyn crate::transport::HttpTransport>>,
+    /// Whether timers fire only when asked
+    /// ([`LoginHandle::fire_timer`](crate::LoginHandle::fire_timer)):
+    /// a test harness's manual clock. `false` in a host.
+    pub manual_timers: bool,
 }
 
 /// The registry.
@@ -209,6 +216,8 @@ impl Registry {
                 config: options.runtime,
                 http_config: options.http,
                 http,
+                transport: options.transport,
+                manual_timers: options.manual_timers,
                 storage,
                 kv,
                 timers,

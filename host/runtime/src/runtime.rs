@@ -14,6 +14,7 @@ use crate::registry::Registry;
 use crate::scheduler::Scheduler;
 use crate::services::HostServices;
 use crate::timers::Timer;
+use crate::transport::HttpTransport;
 
 /// The trees the runtime keeps in the host's storage.
 pub(crate) mod trees {
@@ -29,6 +30,10 @@ pub(crate) struct Runtime {
     pub(crate) config: RuntimeConfig,
     pub(crate) http_config: HttpConfig,
     pub(crate) http: HttpClients,
+    /// Where plugins' requests go instead of the network, if anywhere.
+    pub(crate) transport: Option<Arc<dyn HttpTransport>>,
+    /// Timers fire only when asked (`LoginHandle::fire_timer`).
+    pub(crate) manual_timers: bool,
     pub(crate) storage: Arc<dyn Storage>,
     /// Every plugin's KV namespaces.
     pub(crate) kv: Arc<dyn Tree>,

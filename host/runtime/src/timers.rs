@@ -145,6 +145,32 @@ impl TimerTable {
         self.timers.values().map(|t| t.due_ms).min()
     }
 
+    /// Takes timer `name` as if it were due at `now_ms`, whenever it is
+    /// really due: a timeout is removed, an interval next fires one period
+    /// after `now_ms`. `None` if there is no such timer.
+    pub(crate) fn take_named(&mut self, name: &str, now_ms: u64) -> Option<()> {
+        let timer = self.timers.get_mut(name)?;
+        match timer.kind {
+            TimerKind::Timeout => {
+                self.timers.remove(name);
+            }
+            TimerKind::Interval { period_ms } => timer.due_ms = now_ms + u64::from(period_ms),
+        }
+        self.dirty = true;
+        Some(())
+    }
+
+    /// Takes the timer due first, whenever that is (see
+    /// [`take_named`](Self::take_named)).
+    pub(crate) fn take_first(&mut self, now_ms: u64) -> Option<String> {
+        let name = self
+            .timers
+            .iter()
+            .min_by_key(|(_, t)| t.due_ms)
+            .map(|(n, _)| n.clone())?;
+        self.take_named(&name, now_ms).map(|()| name)
+    }
+
     /// Takes the earliest timer due by `now_ms`, with the time it was due:
     /// a timeout is removed, an interval moves to its next slot (skipping
     /// slots missed while the host was busy or down).

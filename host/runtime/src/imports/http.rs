@@ -17,6 +17,7 @@ use crate::net::is_private;
 use crate::plugin::LoadedPlugin;
 use crate::runtime::Runtime;
 use crate::state::PluginState;
+use crate::transport::{HttpTransport, TransportError, TransportRequest};
 
 /// Headers the host sets itself; a plugin setting them is a bad request.
 const HOST_HEADERS: &[&str] = &[
@@ -173,6 +174,15 @@ pub(crate) async fn send(
         if let Some(value) = cookies.and_then(|jar| jar.cookies(&url)) {
             headers.append(COOKIE, value);
         }
+        if let Some(transport) = &runtime.transport {
+            let request = TransportRequest {
+                method: to_reqwest(request.method).as_str().to_owned(),
+                url: url.to_string(),
+                headers: pairs(&headers),
+                body: request.body,
+            };
+            return send_through(transport.as_ref(), request, give_up, cap, cookies, &url).await;
+        }
         builder = builder.headers(headers);
         if let Some(body) = request.body {
             builder = builder.body(body);
@@ -191,16 +201,7 @@ pub(crate) async fn send(
             return Err(HttpError::TooLarge(cap));
         }
         let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(name, value)| {
-                (
-                    name.as_str().to_owned(),
-                    String::from_utf8_lossy(value.as_bytes()).into_owned(),
-                )
-            })
-            .collect();
+        let headers = pairs(response.headers());
         let mut body = Vec::new();
         loop {
             let chunk = tokio::time::timeout_at(give_up, response.chunk())
@@ -220,6 +221,55 @@ pub(crate) async fn send(
             body,
         })
     }
+}
+
+/// Sends `request` through the embedder's transport, under the same
+/// deadline, cap and cookie jar as a request to the network.
+async fn send_through(
+    transport: &dyn HttpTransport,
+    request: TransportRequest,
+    give_up: tokio::time::Instant,
+    cap: u64,
+    cookies: Option<&reqwest::cookie::Jar>,
+    url: &url::Url,
+) -> Result<Response, HttpError> {
+    let response = tokio::time::timeout_at(give_up, transport.send(request))
+        .await
+        .map_err(|_| HttpError::Timeout)?
+        .map_err(|error| match error {
+            TransportError::Connect(message) => HttpError::Connect(message),
+            TransportError::Protocol(message) => HttpError::Protocol(message),
+        })?;
+    if response.body.len() as u64 > cap {
+        return Err(HttpError::TooLarge(cap));
+    }
+    if let Some(jar) = cookies {
+        let values: Vec<HeaderValue> = response
+            .headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case(SET_COOKIE.as_str()))
+            .filter_map(|(_, value)| HeaderValue::from_str(value).ok())
+            .collect();
+        jar.set_cookies(&mut values.iter(), url);
+    }
+    Ok(Response {
+        status: response.status,
+        headers: response.headers,
+        body: response.body,
+    })
+}
+
+/// Headers as (name, value) text pairs.
+fn pairs(headers: &reqwest::header::HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(name, value)| {
+            (
+                name.as_str().to_owned(),
+                String::from_utf8_lossy(value.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
 }
 
 fn to_reqwest(method: Method) -> reqwest::Method {
