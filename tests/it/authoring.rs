@@ -214,6 +214,21 @@ async fn a_connector_made_by_cargo_weft_new_builds_and_logs_in_polls_and_answers
         text.contains("my-connector 0.1.0 (connector) loads"),
         "{text}"
     );
+    // Its harness stories come with it. (Running them compiles the
+    // runtime into the crate's own target directory, minutes of CI; the
+    // tutorial's steps run them.)
+    let story = std::fs::read_to_string(scaffolded.plugin.dir.join("tests/story.rs")).unwrap();
+    assert!(story.contains("weft_testing::plugin!()"), "{story}");
+    let manifest = std::fs::read_to_string(scaffolded.plugin.dir.join("Cargo.toml")).unwrap();
+    let testing = weft_tests::workspace().join("sdk/testing");
+    let testing = std::fs::canonicalize(testing).unwrap();
+    assert!(
+        manifest.contains(&format!(
+            "weft-testing = {{ path = \"{}\" }}",
+            testing.display()
+        )),
+        "{manifest}"
+    );
 
     // The service it polls: it records the tokens it is shown.
     let tokens = Arc::new(Mutex::new(Vec::<String>::new()));

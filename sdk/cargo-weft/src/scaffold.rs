@@ -103,6 +103,8 @@ struct RoleTemplates {
     lib: &'static str,
     example_config: &'static str,
     run: &'static str,
+    /// A story test on the weft-testing harness, for the roles it serves.
+    story: Option<&'static str>,
 }
 
 const CARGO_TOML: &str = include_str!("../templates/Cargo.toml.in");
@@ -116,18 +118,21 @@ fn templates(role: Role) -> RoleTemplates {
             lib: include_str!("../templates/connector/lib.rs.in"),
             example_config: include_str!("../templates/connector/weft.example.toml.in"),
             run: include_str!("../templates/connector/run.md.in"),
+            story: Some(include_str!("../templates/connector/story.rs.in")),
         },
         Role::LoginProvider => RoleTemplates {
             manifest: include_str!("../templates/login-provider/weft.toml.in"),
             lib: include_str!("../templates/login-provider/lib.rs.in"),
             example_config: include_str!("../templates/login-provider/weft.example.toml.in"),
             run: include_str!("../templates/login-provider/run.md.in"),
+            story: None,
         },
         Role::CredentialProvider => RoleTemplates {
             manifest: include_str!("../templates/credential-provider/weft.toml.in"),
             lib: include_str!("../templates/credential-provider/lib.rs.in"),
             example_config: include_str!("../templates/credential-provider/weft.example.toml.in"),
             run: include_str!("../templates/credential-provider/run.md.in"),
+            story: None,
         },
     }
 }
@@ -167,6 +172,7 @@ pub fn new_plugin(options: &NewOptions) -> Result<NewPlugin> {
     };
     let package = package_name(&id);
     let sdk = sdk_dependency(&options.sdk)?;
+    let testing = testing_dependency(&options.sdk)?;
     let templates = templates(options.role);
     let vars = Vars {
         id: &id,
@@ -175,9 +181,10 @@ pub fn new_plugin(options: &NewOptions) -> Result<NewPlugin> {
         name: &human_name(&id),
         role: options.role,
         sdk: &sdk,
+        testing: &testing,
     };
 
-    let files: [(&str, &str); 6] = [
+    let mut files: Vec<(&str, &str)> = vec![
         ("Cargo.toml", CARGO_TOML),
         ("weft.toml", templates.manifest),
         ("src/lib.rs", templates.lib),
@@ -185,9 +192,14 @@ pub fn new_plugin(options: &NewOptions) -> Result<NewPlugin> {
         ("README.md", README),
         (".gitignore", GITIGNORE),
     ];
+    if let Some(story) = templates.story {
+        files.push(("tests/story.rs", story));
+    }
     let run = vars.render(templates.run);
-    std::fs::create_dir_all(dir.join("src"))
-        .with_context(|| format!("failed to create {}", dir.display()))?;
+    for sub in ["src", "tests"] {
+        std::fs::create_dir_all(dir.join(sub))
+            .with_context(|| format!("failed to create {}", dir.display()))?;
+    }
     let mut written = Vec::new();
     for (path, template) in files {
         let text = vars.render(template).replace("{{run}}", run.trim_end());
@@ -213,6 +225,7 @@ struct Vars<'a> {
     name: &'a str,
     role: Role,
     sdk: &'a str,
+    testing: &'a str,
 }
 
 impl Vars<'_> {
@@ -233,6 +246,7 @@ impl Vars<'_> {
             .replace("{{role}}", self.role.noun())
             .replace("{{description}}", &description)
             .replace("{{sdk}}", self.sdk)
+            .replace("{{testing}}", self.testing)
     }
 }
 
@@ -405,6 +419,17 @@ fn human_name(id: &str) -> String {
 
 /// The `weft-sdk = ...` dependency's value, as TOML.
 fn sdk_dependency(source: &SdkSource) -> Result<String> {
+    dependency(source, None)
+}
+
+/// The `weft-testing = ...` dependency's value, as TOML: the harness
+/// beside the SDK (`sdk/testing`), or the same version.
+fn testing_dependency(source: &SdkSource) -> Result<String> {
+    dependency(source, Some("testing"))
+}
+
+/// The value of a dependency on the SDK, or on crate `within` it.
+fn dependency(source: &SdkSource, within: Option<&str>) -> Result<String> {
     let path = match source {
         SdkSource::Version(version) => return Ok(toml::Value::from(version.as_str()).to_string()),
         SdkSource::Path(path) => find_sdk(path).with_context(|| {
@@ -419,6 +444,10 @@ fn sdk_dependency(source: &SdkSource) -> Result<String> {
                 return Ok(toml::Value::from(env!("CARGO_PKG_VERSION")).to_string());
             }
         },
+    };
+    let path = match within {
+        Some(dir) => path.join(dir),
+        None => path,
     };
     let path = path
         .to_str()
