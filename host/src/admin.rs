@@ -67,6 +67,10 @@ pub fn router(state: AdminState) -> Router {
         .route("/_weft/admin/v1/metrics", get(metrics))
         .layer(middleware::from_fn_with_state(state.clone(), require_token))
         .layer(DefaultBodyLimit::max(1 << 20))
+        .layer(middleware::from_fn_with_state(
+            1 << 20,
+            crate::api_error::refuse_oversized,
+        ))
         .with_state(state.clone())
         // The status page: bearer token or a browser session of its own.
         .merge(crate::status::router(state))

@@ -6,7 +6,7 @@
 
 use axum::Json;
 use axum::extract::FromRequest;
-use axum::extract::rejection::JsonRejection;
+use axum::extract::rejection::{BytesRejection, JsonRejection};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
@@ -125,6 +125,44 @@ impl From<JsonRejection> for ApiError {
         };
         Self::new(status, errcode, rejection.body_text())
     }
+}
+
+impl From<BytesRejection> for ApiError {
+    fn from(rejection: BytesRejection) -> Self {
+        let status = rejection.status();
+        let errcode = if status == StatusCode::PAYLOAD_TOO_LARGE {
+            "M_TOO_LARGE"
+        } else {
+            "M_UNKNOWN"
+        };
+        Self::new(status, errcode, rejection.body_text())
+    }
+}
+
+/// Middleware: refuses a request whose declared body is over `max` bytes
+/// with 413 `M_TOO_LARGE` before any handler runs, so an endpoint that
+/// reads no body does not accept a huge one in silence. (A body without a
+/// declared length is cut at the router's `DefaultBodyLimit` where it is
+/// read, and never read where it is not.)
+pub async fn refuse_oversized(
+    axum::extract::State(max): axum::extract::State<u64>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let declared = request
+        .headers()
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > max) {
+        return ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "M_TOO_LARGE",
+            format!("request bodies here are limited to {max} bytes"),
+        )
+        .into_response();
+    }
+    next.run(request).await
 }
 
 /// Compares a presented token with the expected one in constant time.

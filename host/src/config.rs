@@ -54,6 +54,33 @@ pub struct Config {
     /// Logging.
     #[serde(default)]
     pub logging: LoggingConfig,
+    /// The key that encrypts tokens at rest.
+    #[serde(default)]
+    pub secrets: SecretsConfig,
+}
+
+/// The key that encrypts login metadata and plugins' KV at rest.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct SecretsConfig {
+    /// The key's file (64 hex digits); created with a new key, readable
+    /// by the host's user only, if missing. Default: `secret.key` in the
+    /// data directory.
+    pub key_file: Option<PathBuf>,
+    /// Keys being rotated out: values sealed with them still open, and
+    /// the host re-seals them with the current key at start.
+    #[serde(default)]
+    pub previous_key_files: Vec<PathBuf>,
+}
+
+impl Config {
+    /// The file of the key that seals secrets at rest.
+    pub fn key_file(&self) -> PathBuf {
+        self.secrets
+            .key_file
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("secret.key"))
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -369,6 +396,12 @@ impl Config {
         };
         absolute(&mut self.data_dir);
         absolute(&mut self.plugins.dir);
+        if let Some(key_file) = &mut self.secrets.key_file {
+            absolute(key_file);
+        }
+        for key_file in &mut self.secrets.previous_key_files {
+            absolute(key_file);
+        }
         if let Some(cache) = &mut self.runtime.compile_cache_dir {
             absolute(cache);
         }

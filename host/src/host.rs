@@ -60,15 +60,18 @@ impl Host {
         // reqwest is built without a default crypto provider; pick ring.
         crate::init_tls();
         let config = Arc::new(config);
+        crate::secrets::restrict_data_dir(&config.data_dir)?;
         let storage = match options.storage {
             Some(storage) => storage,
             None => {
-                std::fs::create_dir_all(&config.data_dir)
-                    .with_context(|| format!("failed to create {}", config.data_dir.display()))?;
                 let path = config.data_dir.join("weft.sled");
-                Arc::new(SledStorage::open(&path).context("failed to open the database")?)
+                let storage = SledStorage::open(&path).context("failed to open the database")?;
+                // The files sled just created, too.
+                crate::secrets::restrict_data_dir(&config.data_dir)?;
+                Arc::new(storage)
             }
         };
+        let storage = crate::secrets::seal(&config, storage)?;
         let outbox = Arc::new(Outbox::open(&storage)?);
         let login_store = LoginStore::open(&storage)?;
         let bot_localpart = config.appservice.as_ref().map(|a| a.bot_username.clone());

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod outbox;
 pub mod provisioning;
 pub mod routes;
+mod secrets;
 pub mod services;
 pub mod status;
 pub mod telemetry;

@@ -40,6 +40,9 @@ pub struct ProvisioningState {
 #[derive(Clone)]
 struct ActingUser(OwnedUserId);
 
+/// The largest request body the provisioning API reads.
+const MAX_BODY_BYTES: usize = 1 << 20;
+
 /// The provisioning router; `auth` checks users' own tokens.
 pub fn router(bridge: Arc<Bridge>, auth: Arc<TokenAuth>) -> Router {
     let state = ProvisioningState { bridge, auth };
@@ -63,8 +66,13 @@ pub fn router(bridge: Arc<Bridge>, auth: Arc<TokenAuth>) -> Router {
         .layer(middleware::from_fn_with_state(state.clone(), authenticate))
         // Login steps carry a few fields, or a browser's token cache for
         // cookie steps; a megabyte is ample. (Inner limits win over the
-        // appservice server's larger one.)
-        .layer(axum::extract::DefaultBodyLimit::max(1 << 20))
+        // appservice server's larger one.) A declared length over it is
+        // refused before authentication, on every endpoint.
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn_with_state(
+            MAX_BODY_BYTES as u64,
+            crate::api_error::refuse_oversized,
+        ))
         .with_state(state)
 }
 
@@ -273,8 +281,10 @@ async fn login_step(
     State(state): State<ProvisioningState>,
     Extension(ActingUser(user)): Extension<ActingUser>,
     Path((process, step_id, step_type)): Path<(String, String, String)>,
-    body: axum::body::Bytes,
+    body: Result<axum::body::Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult<Json<StepResponse>> {
+    // A body over the limit (sent without a length) is a JSON 413 too.
+    let body = body?;
     let processes = &state.bridge.processes;
     let current = processes
         .current(&process, user.as_str())

@@ -29,6 +29,7 @@ mod provisioning;
 mod receipts;
 mod relations;
 mod runtime;
+mod secrets;
 mod status_page;
 mod teams;
 mod timers;

@@ -154,19 +154,36 @@ async fn provisioning_requires_a_valid_token_and_the_shared_secret_acts_for_a_us
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    // Login steps take at most a megabyte.
-    let response = client
-        .post(format!(
-            "{}/_matrix/provision/v3/login/step/lp_x/step/user_input",
-            env.appservice_url()
-        ))
-        .bearer_auth(&user.token)
-        .header("content-type", "application/json")
-        .body(format!("{{\"token\":\"{}\"}}", "x".repeat(2 << 20)))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 413);
+    // Login steps take at most a megabyte: a body declared larger is
+    // refused with the API's JSON error before it is read.
+    let answer = raw_request(
+        &env.appservice_url(),
+        &format!(
+            "POST /_matrix/provision/v3/login/step/lp_x/step/user_input HTTP/1.1\r\nHost: localhost\r\n\
+             Authorization: Bearer {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\
+             Connection: close\r\n\r\n",
+            user.token,
+            2 << 20
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("M_TOO_LARGE"), "{answer}");
+    // Starting a login takes no body; one declared at 9 MiB is refused
+    // before a byte of it is read (and before the token is checked), not
+    // ignored.
+    let answer = raw_request(
+        &env.appservice_url(),
+        &format!(
+            "POST /_matrix/provision/v3/login/start/echo:password HTTP/1.1\r\nHost: localhost\r\n\
+             Authorization: Bearer {}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+            user.token,
+            9 << 20
+        ),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("M_TOO_LARGE"), "{answer}");
     // A user of another server is not permitted by default.
     let response = client
         .get(format!("{url}?user_id=@mallory:evil.example"))
@@ -413,4 +430,19 @@ async fn a_restart_does_not_announce_a_login_that_was_connected_as_news() {
             .any(|b| b.contains("login alice (Alice): CONNECTED")),
         "{bodies:?}"
     );
+}
+
+/// Sends `request` as it is to the server at `base` (`http://host:port`)
+/// and returns the whole answer as text.
+async fn raw_request(base: &str, request: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer))
+        .await
+        .expect("the server answers without waiting for the body")
+        .unwrap();
+    String::from_utf8_lossy(&answer).into_owned()
 }

@@ -61,6 +61,9 @@ pub use metrics::{HTTP_OUTCOMES, LATENCY_BUCKETS, MetricsSnapshot, PluginMetrics
 pub use net::is_private;
 pub use provider::ProviderStatus;
 pub use registry::{LoadOutcome, PluginInfo, Registry, RegistryError, RuntimeOptions};
+/// The tree holding every plugin's KV (a host seals it: plugins keep
+/// credentials there).
+pub use runtime::trees::PLUGIN_KV as PLUGIN_KV_TREE;
 pub use services::{
     AppserviceError, CapturePage, CaptureSession, HostServices, LoginInfo, PluginAppservice,
 };

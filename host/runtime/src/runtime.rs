@@ -19,7 +19,7 @@ use crate::transport::HttpTransport;
 /// The trees the runtime keeps in the host's storage.
 pub(crate) mod trees {
     /// Each plugin's KV, keyed by namespace then the plugin's key.
-    pub(crate) const PLUGIN_KV: &str = "plugin_kv";
+    pub const PLUGIN_KV: &str = "plugin_kv";
     /// Each login's timers: (plugin, login id) → timer table.
     pub(crate) const TIMERS: &str = "timers";
 }

@@ -8,11 +8,13 @@
 //! with compare-and-swap) is what lets another backend be added; the
 //! [`storage_conformance_tests!`] suite pins the behaviour every backend
 //! must have. The layers above name their own trees; this crate knows none
-//! of them.
+//! of them. [`SealedStorage`] wraps any backend and encrypts the values of
+//! the trees it is told hold secrets.
 
 pub mod conformance;
 mod keys;
 mod memory;
+mod sealed;
 mod sled_store;
 mod table;
 
@@ -20,6 +22,7 @@ use std::sync::Arc;
 
 pub use keys::{KeyBuf, split_components};
 pub use memory::MemoryStorage;
+pub use sealed::{KeyError, Keyring, SealedStorage, SecretKey};
 pub use sled_store::SledStorage;
 pub use table::Table;
 

@@ -11,17 +11,40 @@ pub struct SledStorage {
 }
 
 impl SledStorage {
-    /// Opens (or creates) the database at `path`.
+    /// Opens (or creates) the database at `path`. While another handle
+    /// holds the database's lock (a host restarting in the same process
+    /// whose last tasks are still ending, or another weft on the same
+    /// directory) it waits up to ten seconds for it.
     pub fn open(path: &Path) -> Result<Self> {
-        let db = sled::Config::new()
-            .path(path)
-            // sled flushes its log in the background this often; the host
-            // also flushes explicitly where a write must be durable before
-            // it answers (an appservice transaction, a queued event).
-            .flush_every_ms(Some(200))
-            .open()
-            .map_err(|e| StorageError::Backend(format!("cannot open {}: {e}", path.display())))?;
-        Ok(Self { db })
+        const LOCK_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+        let started = std::time::Instant::now();
+        loop {
+            let opened = sled::Config::new()
+                .path(path)
+                // sled flushes its log in the background this often; the
+                // host also flushes explicitly where a write must be
+                // durable before it answers (an appservice transaction, a
+                // queued event).
+                .flush_every_ms(Some(200))
+                .open();
+            match opened {
+                Ok(db) => return Ok(Self { db }),
+                // sled reports the lock as an I/O error of kind `Other`,
+                // naming it in the message.
+                Err(sled::Error::Io(error))
+                    if error.to_string().contains("could not acquire lock")
+                        && started.elapsed() < LOCK_WAIT =>
+                {
+                    std::thread::sleep(std::time::Duration::from_millis(100));
+                }
+                Err(error) => {
+                    return Err(StorageError::Backend(format!(
+                        "cannot open {}: {error}",
+                        path.display()
+                    )));
+                }
+            }
+        }
     }
 
     /// A temporary database, deleted when dropped.
@@ -124,5 +147,27 @@ impl Tree for SledTree {
         }
         self.0.apply_batch(batch).map_err(backend)?;
         Ok(count)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn opening_a_database_still_held_waits_until_it_is_let_go() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let first = SledStorage::open(&path).unwrap();
+        first.tree("t").unwrap().insert(b"k", b"v").unwrap();
+        first.flush().unwrap();
+        let holder = std::thread::spawn(move || {
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            drop(first);
+        });
+        // The lock is held for another 300 ms: the open waits, then reads.
+        let second = SledStorage::open(&path).unwrap();
+        assert_eq!(second.tree("t").unwrap().get(b"k").unwrap().unwrap(), b"v");
+        holder.join().unwrap();
     }
 }
