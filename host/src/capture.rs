@@ -647,3 +647,49 @@ mod tests {
         );
     }
 }
+
+/// Fuzz target (`WEFT_FUZZ_CASES`, see `weft-fuzz`): the capture
+/// endpoint's body handling, JSON and form, on any bytes a client sends.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::storage;
+
+    const PIECES: &[&str] = &[
+        "{",
+        "}",
+        "\"storage\"",
+        ":",
+        "\"",
+        "{\\\"a\\\":1}",
+        "storage=",
+        "%7B%7D",
+        "%",
+        "&",
+        "=",
+        "+",
+        "\\u0000",
+        "[",
+        "]",
+        "null",
+        "1e999",
+    ];
+
+    proptest! {
+        #![proptest_config(weft_fuzz::config())]
+
+        #[test]
+        fn any_capture_body_is_taken_or_refused_never_a_panic(
+            body in weft_fuzz::spliced(PIECES),
+            bytes in proptest::collection::vec(any::<u8>(), 0..256),
+            form in any::<bool>(),
+        ) {
+            // What is taken is JSON itself.
+            if let Ok(taken) = storage(body.as_bytes(), form) {
+                prop_assert!(serde_json::from_str::<serde::de::IgnoredAny>(&taken).is_ok());
+            }
+            let _ = storage(&bytes, form);
+        }
+    }
+}

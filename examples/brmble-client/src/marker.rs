@@ -266,3 +266,52 @@ mod tests {
         assert_eq!(unescape_html("&é&lt;"), "&é<");
     }
 }
+
+/// Fuzz target (`WEFT_FUZZ_CASES`, see `weft-fuzz`): the welcome-text
+/// parser, on what any Mumble server may send.
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::parse_welcome;
+
+    const PIECES: &[&str] = &[
+        "<!--",
+        "-->",
+        "brmble:",
+        "{\"apiUrl\":\"",
+        "https://noscope.it:1912",
+        "http://127.0.0.1/b",
+        "javascript:alert(1)",
+        "\"}",
+        "&quot;",
+        "&amp;",
+        "&#34;",
+        "&#x22;",
+        "&",
+        "{",
+        "}",
+        "\"",
+        " ",
+        "\n",
+        "<p>",
+        "</p>",
+        "<!-- note -->",
+        "é",
+        "\u{0}",
+    ];
+
+    proptest! {
+        #![proptest_config(weft_fuzz::config())]
+
+        #[test]
+        fn any_welcome_text_gives_an_http_url_or_nothing_never_a_panic(
+            text in weft_fuzz::spliced(PIECES)
+        ) {
+            if let Some(marker) = parse_welcome(&text) {
+                let url = url::Url::parse(&marker.api_url).unwrap();
+                prop_assert!(matches!(url.scheme(), "http" | "https"), "{}", marker.api_url);
+            }
+        }
+    }
+}

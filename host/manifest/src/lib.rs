@@ -356,7 +356,7 @@ pub fn check_setting_value(kind: SettingType, value: &toml::Value) -> Result<(),
 mod tests {
     use super::*;
 
-    const MINIMAL: &str =
+    pub(super) const MINIMAL: &str =
         "id = \"echo\"\nversion = \"0.1.0\"\napi = \"0.1\"\nworld = \"connector\"\n";
 
     #[test]
@@ -406,5 +406,74 @@ mod tests {
         assert!(
             matches!(Manifest::parse(&text), Err(ManifestError::Invalid(m)) if m.contains("colour"))
         );
+    }
+}
+
+/// Fuzz target: the manifest parser (`WEFT_FUZZ_CASES`, see `weft-fuzz`).
+#[cfg(test)]
+mod fuzz {
+    use proptest::prelude::*;
+
+    use super::Manifest;
+
+    /// The pieces of a manifest, for spliced inputs.
+    const PIECES: &[&str] = &[
+        "\n",
+        "id = ",
+        "\"echo\"",
+        "api = \"0.1\"\n",
+        "world = ",
+        "\"connector\"",
+        "\"login-provider\"",
+        "[capabilities]\n",
+        "http = [\"${base-url}\"]\n",
+        "memory-mb = ",
+        "timers = ",
+        "uses = { tokens = \"msal\" }\n",
+        "[connector]\n",
+        "ghost-prefix = ",
+        "[[login-flows]]\n",
+        "from-provider = true\n",
+        "[settings.base-url]\n",
+        "type = \"url\"\n",
+        "default = ",
+        "required = true\n",
+        "\"",
+        "[",
+        "]",
+        "{",
+        "}",
+        "=",
+        "'",
+        "\\u0000",
+        "${",
+        "99999999999999999999",
+        "-1",
+        "1e400",
+        "\"\\ud800\"",
+    ];
+
+    proptest! {
+        #![proptest_config(weft_fuzz::config())]
+
+        #[test]
+        fn any_text_is_a_manifest_or_an_error_never_a_panic(text in weft_fuzz::spliced(PIECES)) {
+            let _ = Manifest::parse(&text);
+        }
+
+        #[test]
+        fn a_valid_manifest_with_one_line_replaced_is_a_manifest_or_an_error(
+            line in 0usize..64,
+            replacement in weft_fuzz::spliced(PIECES),
+        ) {
+            let text = format!(
+                "{}[capabilities]\nhttp = [\"${{base-url}}\"]\ntimers = 2\n[settings.base-url]\ntype = \"url\"\nrequired = true\n",
+                super::tests::MINIMAL
+            );
+            let mut lines: Vec<&str> = text.lines().collect();
+            let at = line % lines.len();
+            lines[at] = &replacement;
+            let _ = Manifest::parse(&lines.join("\n"));
+        }
     }
 }

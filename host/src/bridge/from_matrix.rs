@@ -831,3 +831,121 @@ mod tests {
         assert_eq!(unstable.unstable_ephemeral.len(), 1);
     }
 }
+
+/// Fuzz target (`WEFT_FUZZ_CASES`, see `weft-fuzz`): the appservice
+/// transaction decoder, from the body's bytes to the queued events and
+/// their typed contents, on what any homeserver (or anyone holding the
+/// hs_token) could send.
+#[cfg(test)]
+mod fuzz {
+    use std::sync::Arc;
+
+    use proptest::prelude::*;
+    use weft_storage::{MemoryStorage, Storage};
+
+    use super::*;
+    use crate::bridge::inbound::Inbound;
+
+    const KEYS: &[&str] = &[
+        "events",
+        "ephemeral",
+        "de.sorunome.msc2409.ephemeral",
+        "type",
+        "event_id",
+        "room_id",
+        "sender",
+        "state_key",
+        "content",
+        "redacts",
+        "origin_server_ts",
+        "msgtype",
+        "body",
+        "format",
+        "formatted_body",
+        "m.relates_to",
+        "rel_type",
+        "event_id",
+        "key",
+        "m.new_content",
+        "url",
+        "info",
+        "membership",
+        "m.in_reply_to",
+    ];
+    const STRINGS: &[&str] = &[
+        "m.room.message",
+        "m.reaction",
+        "m.room.redaction",
+        "m.room.member",
+        "m.text",
+        "m.emote",
+        "m.image",
+        "m.file",
+        "m.replace",
+        "m.annotation",
+        "org.matrix.custom.html",
+        "join",
+        "invite",
+        "$event:localhost",
+        "$",
+        "!room:localhost",
+        "!",
+        "@user:localhost",
+        "@",
+        "mxc://localhost/abc",
+        "mxc://",
+        "<b>hi</b>",
+        "👍",
+        "",
+    ];
+
+    fn inbound() -> Inbound {
+        let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
+        Inbound::open(&storage).unwrap()
+    }
+
+    /// What the bridge reads of one queued event.
+    fn read(event: &IncomingEvent) {
+        if let Ok(content) =
+            serde_json::from_value::<RoomMessageEventContent>(event.content.clone())
+        {
+            let _ = text_of(&content.msgtype);
+        }
+        let _ = serde_json::from_value::<ReactionEventContent>(event.content.clone());
+        let _ = serde_json::from_value::<RoomMemberEventContent>(event.content.clone());
+    }
+
+    fn decode(body: &[u8]) {
+        let Ok(transaction) = serde_json::from_slice::<Transaction>(body) else {
+            return;
+        };
+        let inbound = inbound();
+        let rooms = inbound.accept(&transaction.events).unwrap();
+        for room in rooms {
+            for queued in inbound.peek(room.as_str(), 1000).unwrap() {
+                if let Ok(event) = &queued.event {
+                    read(event);
+                }
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(weft_fuzz::config())]
+
+        #[test]
+        fn any_transaction_body_is_stored_or_refused_never_a_panic(
+            events in proptest::collection::vec(weft_fuzz::json(KEYS, STRINGS), 0..6)
+        ) {
+            let body = serde_json::to_vec(&serde_json::json!({ "events": events })).unwrap();
+            decode(&body);
+        }
+
+        #[test]
+        fn any_bytes_as_a_transaction_are_refused_or_stored_never_a_panic(
+            body in proptest::collection::vec(any::<u8>(), 0..512)
+        ) {
+            decode(&body);
+        }
+    }
+}

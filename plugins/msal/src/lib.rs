@@ -23,6 +23,8 @@
 mod cache;
 mod crypto;
 mod flows;
+#[cfg(test)]
+mod fuzz;
 mod grant;
 mod json;
 mod jwt;

@@ -35,6 +35,8 @@
 //! Tokens are never logged.
 
 mod api;
+#[cfg(test)]
+mod fuzz;
 mod html;
 mod ids;
 mod model;
