@@ -143,6 +143,19 @@ async fn a_replayed_transaction_changes_nothing_and_a_wrong_hs_token_is_refused(
     // remote side: once a later message sent the normal way has arrived,
     // the refused one is still not there.
     assert_eq!(put("t-none", None).await.unwrap().status(), 401);
+    // The token in the query string (the old appservice API) is not
+    // looked at: it would end up in access logs.
+    let in_query = reqwest::Client::new()
+        .put(format!(
+            "{}/_matrix/app/v1/transactions/t-query?access_token={}",
+            env.appservice_url(),
+            registration.hs_token
+        ))
+        .json(&serde_json::json!({ "events": [event.clone()] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(in_query.status(), 401);
     assert_eq!(
         put("t-wrong", Some("not-the-hs-token".into()))
             .await
@@ -267,6 +280,46 @@ async fn an_oversized_or_malformed_transaction_is_refused_with_a_clear_error() {
     assert_eq!(response.status(), 400);
     let error: serde_json::Value = response.json().await.unwrap();
     assert_eq!(error["errcode"], "M_NOT_JSON");
+    // Nested deeper than any event is: refused, not a stack overflow.
+    let nested = format!(
+        "{{\"events\":[{}{}]}}",
+        "[".repeat(100_000),
+        "]".repeat(100_000)
+    );
+    let response = client
+        .put(format!("{}-nested", url))
+        .bearer_auth(&registration.hs_token)
+        .header("content-type", "application/json")
+        .body(nested)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    // Event types it does not know, and rooms that are not portals, are
+    // accepted and ignored; the listener still answers afterwards.
+    let response = client
+        .put(format!("{}-unknown", url))
+        .bearer_auth(&registration.hs_token)
+        .json(&serde_json::json!({ "events": [
+            { "type": "org.example.hologram", "event_id": "$h1", "room_id": "!nowhere:localhost",
+              "sender": "@someone:localhost", "origin_server_ts": 1, "content": { "x": 1 } },
+            { "type": "m.room.message", "event_id": "$h2", "room_id": "!nowhere:localhost",
+              "sender": "@someone:localhost", "origin_server_ts": 1,
+              "content": { "msgtype": "m.text", "body": "to no portal" } },
+            { "not": "an event" },
+        ] }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let ping = client
+        .post(format!("{}/_matrix/app/v1/ping", env.appservice_url()))
+        .bearer_auth(&registration.hs_token)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ping.status(), 200);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

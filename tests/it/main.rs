@@ -7,6 +7,7 @@ mod backfill;
 mod bridge;
 mod brmble;
 mod capture;
+mod chaos;
 mod cli;
 mod double_puppet;
 mod hibernation;

@@ -415,6 +415,36 @@ impl MatrixUser {
         events
     }
 
+    /// The bodies of every message of the room, oldest first, however
+    /// many there are (page by page).
+    pub async fn all_bodies(&self, room: &str) -> Vec<String> {
+        let mut bodies = Vec::new();
+        let mut from: Option<String> = None;
+        loop {
+            let mut path = format!(
+                "/_matrix/client/v3/rooms/{}/messages?dir=b&limit=500",
+                segment(room)
+            );
+            if let Some(token) = &from {
+                path.push_str(&format!("&from={}", segment(token)));
+            }
+            let response = self.call(reqwest::Method::GET, &path, None).await;
+            let chunk = response["chunk"].as_array().cloned().unwrap_or_default();
+            bodies.extend(
+                chunk
+                    .iter()
+                    .filter(|e| e["type"] == "m.room.message")
+                    .map(|e| e["content"]["body"].as_str().unwrap_or_default().to_owned()),
+            );
+            match response["end"].as_str() {
+                Some(end) if !chunk.is_empty() => from = Some(end.to_owned()),
+                _ => break,
+            }
+        }
+        bodies.reverse();
+        bodies
+    }
+
     /// The bodies of the room's messages, oldest first.
     pub async fn bodies(&self, room: &str) -> Vec<String> {
         self.messages(room)
