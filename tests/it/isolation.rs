@@ -91,3 +91,64 @@ async fn compare_and_swap_swaps_only_on_the_expected_value() {
     assert_eq!(ask(&login, "kv-cas lock next -").await, "true");
     assert_eq!(ask(&login, "kv-get lock").await, "<none>");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn crafted_kv_keys_stay_inside_the_namespace_of_their_own_login() {
+    let test = TestHost::builder().plugin("probe").start().await;
+    // Login ids that look like each other's prefixes.
+    let alice = test.login("probe", "alice").await;
+    let alice_too = test.login("probe", "alice-mallory").await;
+    let mallory = test.login("probe", "mallory").await;
+    assert_eq!(ask(&mallory, "kv-set secret mallory's").await, "ok");
+
+    // Keys with the storage's separator and escape bytes, paths, another
+    // login's and plugin's names, the longest key allowed.
+    let longest = "k".repeat(512);
+    let crafted = [
+        "\u{0}",
+        "\u{1}",
+        "\u{0}\u{1}\u{0}",
+        "../mallory/secret",
+        "\u{0}mallory\u{0}secret",
+        "mallory\u{0}secret",
+        "probe\u{0}mallory\u{0}secret",
+        "-mallory\u{0}secret",
+        "é\u{ffff}",
+        longest.as_str(),
+    ];
+    for key in crafted {
+        assert_eq!(
+            ask(&alice, &format!("kv-set {key} alice's")).await,
+            "ok",
+            "{key:?}"
+        );
+    }
+    // One byte longer is refused with the typed error.
+    let refused = send(&alice, &format!("kv-set {longest}k x"))
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("1 to 512 bytes"), "{refused}");
+
+    // Mallory's key is untouched and Mallory sees only it (and the
+    // probe's own start counter).
+    assert_eq!(ask(&mallory, "kv-get secret").await, "mallory's");
+    assert_eq!(ask(&mallory, "kv-list").await, "secret,starts");
+    // Alice's crafted keys read back as they are, and only in her
+    // namespace: the login whose id extends hers sees none of them.
+    for key in crafted {
+        assert_eq!(
+            ask(&alice, &format!("kv-get {key}")).await,
+            "alice's",
+            "{key:?}"
+        );
+        assert_eq!(
+            ask(&alice_too, &format!("kv-get {key}")).await,
+            "<none>",
+            "{key:?}"
+        );
+    }
+    assert_eq!(ask(&alice, "kv-get secret").await, "<none>");
+    assert_eq!(ask(&alice_too, "kv-list").await, "starts");
+    let listed = ask(&alice, "kv-list").await;
+    assert_eq!(listed.split(',').count(), crafted.len() + 1, "{listed:?}");
+}
