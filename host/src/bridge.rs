@@ -49,7 +49,7 @@ use crate::matrix::{HomeserverClient, HsError, Namespaces};
 use crate::outbox::{EventSink, Outbox};
 use inbound::Inbound;
 use store::{BridgeStore, GhostRecord};
-use workers::{Attempt, Stalled, Workers};
+use workers::{Attempt, Outage, Stalled, Workers};
 
 /// Why a bridging step failed.
 #[derive(Debug, thiserror::Error)]
@@ -80,6 +80,12 @@ impl BridgeError {
             Self::Storage(_) | Self::Unavailable(_) | Self::PluginNotLoaded(_) => true,
             Self::Undecodable(_) => false,
         }
+    }
+
+    /// Whether the homeserver is down or failing (unreachable, or a 5xx),
+    /// rather than refusing or rate-limiting this one request.
+    pub fn is_homeserver_outage(&self) -> bool {
+        matches!(self, Self::Homeserver(error) if error.is_outage())
     }
 
     /// How long the homeserver asked us to wait, if it did.
@@ -137,6 +143,9 @@ pub struct Bridge {
     outbox_workers: Workers<LoginKey>,
     /// One worker per room handles its inbound events.
     room_workers: Workers<String>,
+    /// Asks the homeserver whether it is back while workers wait out an
+    /// outage (see `workers`).
+    outage_prober: tokio::task::JoinHandle<()>,
     /// Who types in which room now, as the homeserver last said.
     typing: Mutex<BTreeMap<String, Vec<OwnedUserId>>>,
     /// Inbound events whose room was told they are delayed.
@@ -149,6 +158,12 @@ pub struct Bridge {
     /// between logins, so two logins' workers cannot create one portal
     /// twice. (Split portals belong to one login's worker, which is serial.)
     shared_portals: tokio::sync::Mutex<()>,
+}
+
+impl Drop for Bridge {
+    fn drop(&mut self) {
+        self.outage_prober.abort();
+    }
 }
 
 /// What the bridge is built from.
@@ -181,10 +196,19 @@ impl Bridge {
             .double_puppet_token
             .as_deref()
             .map(|token| parts.client.with_token(token));
+        let outage = Outage::new();
+        let prober = {
+            let client = parts.client.clone();
+            outage.spawn_prober(Duration::from_secs(2), move || {
+                let client = client.clone();
+                Box::pin(async move { client.answers().await })
+            })
+        };
         Ok(Arc::new_cyclic(|this: &Weak<Bridge>| {
             let for_outbox = this.clone();
             let for_rooms = this.clone();
             Self {
+                outage_prober: prober,
                 client: parts.client,
                 namespaces: parts.namespaces,
                 store: parts.store,
@@ -207,6 +231,7 @@ impl Bridge {
                             }
                         })
                     }),
+                    outage.clone(),
                 ),
                 room_workers: Workers::new(
                     "handling Matrix events",
@@ -219,6 +244,7 @@ impl Bridge {
                             }
                         })
                     }),
+                    outage,
                 ),
                 typing: Mutex::new(BTreeMap::new()),
                 delayed: Mutex::new(BTreeSet::new()),
@@ -532,6 +558,7 @@ impl Bridge {
 
     /// Stops the outbox workers and login processes (at shutdown).
     pub async fn shutdown(&self) {
+        self.outage_prober.abort();
         self.outbox_workers.clear();
         self.room_workers.clear();
         self.processes.shutdown().await;

@@ -54,6 +54,8 @@ struct ProxyState {
     http: reqwest::Client,
     requests: AtomicUsize,
     armed: std::sync::atomic::AtomicBool,
+    /// The homeserver is "down": every request fails to connect.
+    down: std::sync::atomic::AtomicBool,
     injected: std::sync::Mutex<Vec<(Fault, String)>>,
     seen: std::sync::Mutex<Vec<Seen>>,
 }
@@ -91,6 +93,7 @@ impl FaultProxy {
             http: reqwest::Client::new(),
             requests: AtomicUsize::new(0),
             armed: std::sync::atomic::AtomicBool::new(false),
+            down: std::sync::atomic::AtomicBool::new(false),
             injected: std::sync::Mutex::default(),
             seen: std::sync::Mutex::default(),
         });
@@ -112,6 +115,12 @@ impl FaultProxy {
     /// Starts failing requests.
     pub fn arm(&self) {
         self.state.armed.store(true, Ordering::SeqCst);
+    }
+
+    /// Takes the homeserver down (every request's connection drops before
+    /// it is forwarded) or brings it back.
+    pub fn set_down(&self, down: bool) {
+        self.state.down.store(down, Ordering::SeqCst);
     }
 
     /// Every request seen so far, in order.
@@ -159,6 +168,9 @@ async fn forward(State(state): State<Arc<ProxyState>>, request: Request) -> Resp
             .and_then(|v| v.strip_prefix("Bearer "))
             .map(str::to_owned),
     });
+    if state.down.load(Ordering::SeqCst) {
+        return dropped();
+    }
     let is_send = request.method() == axum::http::Method::PUT && path.contains("/send/");
     let fault = (n % 3 == 2).then(|| FAULTS[(n / 3) % FAULTS.len()]);
     // Dropping after forwarding only matters where a retry could

@@ -6,13 +6,23 @@
 //! homeserver's `Retry-After` wins); a wake during the wait retries at
 //! once, e.g. when the plugin an event waits for is loaded. A worker whose
 //! queue is empty ends, so idle rooms cost nothing.
+//!
+//! During a homeserver outage that is wrong twice over: every new event
+//! would retry at once and push the backoff to its maximum, so delivery
+//! would resume up to two minutes after the homeserver came back, and
+//! thousands of workers would each probe it. So a worker stalled on an
+//! outage ignores wakes and waits for its backoff or for the [`Outage`]
+//! prober, one task that asks the homeserver every two seconds while
+//! anyone waits, and wakes them all when it answers.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use futures::future::BoxFuture;
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc, watch};
 
 use super::BridgeError;
 
@@ -40,11 +50,75 @@ pub(crate) struct Attempt {
     pub failing_since: Option<std::time::Instant>,
 }
 
+/// Workers waiting out an outage of the homeserver, and the signal that
+/// it is back.
+pub(crate) struct Outage {
+    waiting: AtomicUsize,
+    started_waiting: Notify,
+    back: watch::Sender<u64>,
+}
+
+impl Outage {
+    pub(crate) fn new() -> Arc<Self> {
+        Arc::new(Self {
+            waiting: AtomicUsize::new(0),
+            started_waiting: Notify::new(),
+            back: watch::channel(0).0,
+        })
+    }
+
+    /// Starts the prober: while any worker waits, it calls `answers`
+    /// every `every`, and when that says the homeserver answers, wakes
+    /// every waiting worker. Ends when aborted.
+    pub(crate) fn spawn_prober<F>(
+        self: &Arc<Self>,
+        every: Duration,
+        answers: F,
+    ) -> tokio::task::JoinHandle<()>
+    where
+        F: Fn() -> BoxFuture<'static, bool> + Send + Sync + 'static,
+    {
+        let outage = self.clone();
+        tokio::spawn(async move {
+            loop {
+                if outage.waiting.load(Ordering::Acquire) == 0 {
+                    outage.started_waiting.notified().await;
+                    continue;
+                }
+                tokio::time::sleep(every).await;
+                if outage.waiting.load(Ordering::Acquire) > 0 && answers().await {
+                    tracing::info!("the homeserver answers again; resuming");
+                    outage.back.send_modify(|n| *n += 1);
+                }
+            }
+        })
+    }
+
+    /// Marks a worker waiting until the guard drops.
+    fn wait(self: &Arc<Self>) -> (OutageWait, watch::Receiver<u64>) {
+        let mut back = self.back.subscribe();
+        back.mark_unchanged();
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        self.started_waiting.notify_one();
+        (OutageWait(self.clone()), back)
+    }
+}
+
+/// A worker waiting out an outage; counted until dropped.
+struct OutageWait(Arc<Outage>);
+
+impl Drop for OutageWait {
+    fn drop(&mut self) {
+        self.0.waiting.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// The workers of one kind of queue.
 pub(crate) struct Workers<K> {
     what: &'static str,
     drain: Drain<K>,
     running: Arc<Mutex<Running<K>>>,
+    outage: Arc<Outage>,
 }
 
 /// The running workers: key → (generation, wake channel). The generation
@@ -57,12 +131,14 @@ impl<K> Workers<K>
 where
     K: Ord + Clone + std::fmt::Display + Send + Sync + 'static,
 {
-    /// Workers named `what` (for logs) that run `drain`.
-    pub(crate) fn new(what: &'static str, drain: Drain<K>) -> Self {
+    /// Workers named `what` (for logs) that run `drain`, waiting out
+    /// homeserver outages with `outage`.
+    pub(crate) fn new(what: &'static str, drain: Drain<K>, outage: Arc<Outage>) -> Self {
         Self {
             what,
             drain,
             running: Arc::default(),
+            outage,
         }
     }
 
@@ -76,14 +152,17 @@ where
             return;
         }
         let (tx, rx) = mpsc::unbounded_channel();
-        let generation = GENERATION.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let generation = GENERATION.fetch_add(1, Ordering::Relaxed);
         running.insert(key.clone(), (generation, tx));
         tokio::spawn(run(
             self.what,
             key.clone(),
             generation,
-            self.drain.clone(),
-            self.running.clone(),
+            Shared {
+                drain: self.drain.clone(),
+                running: self.running.clone(),
+                outage: self.outage.clone(),
+            },
             rx,
         ));
     }
@@ -109,16 +188,27 @@ where
     }
 }
 
+/// What a worker shares with the others of its kind.
+struct Shared<K> {
+    drain: Drain<K>,
+    running: Arc<Mutex<Running<K>>>,
+    outage: Arc<Outage>,
+}
+
 async fn run<K>(
     what: &'static str,
     key: K,
     generation: u64,
-    drain: Drain<K>,
-    running: Arc<Mutex<Running<K>>>,
+    shared: Shared<K>,
     mut wake: mpsc::UnboundedReceiver<()>,
 ) where
     K: Ord + Clone + std::fmt::Display + Send + Sync + 'static,
 {
+    let Shared {
+        drain,
+        running,
+        outage,
+    } = shared;
     loop {
         while wake.try_recv().is_ok() {}
         let mut backoff = crate::matrix::client::retry_backoff();
@@ -141,9 +231,24 @@ async fn run<K>(
                     attempt
                         .failing_since
                         .get_or_insert_with(std::time::Instant::now);
-                    tokio::select! {
-                        _ = tokio::time::sleep(delay) => {}
-                        woken = wake.recv() => if woken.is_none() { return },
+                    if error.is_homeserver_outage() {
+                        // New events do not bring the homeserver back:
+                        // wait for the backoff or for the prober.
+                        let (_waiting, mut back) = outage.wait();
+                        let sleep = tokio::time::sleep(delay);
+                        tokio::pin!(sleep);
+                        loop {
+                            tokio::select! {
+                                _ = &mut sleep => break,
+                                _ = back.changed() => break,
+                                woken = wake.recv() => if woken.is_none() { return },
+                            }
+                        }
+                    } else {
+                        tokio::select! {
+                            _ = tokio::time::sleep(delay) => {}
+                            woken = wake.recv() => if woken.is_none() { return },
+                        }
                     }
                 }
             }

@@ -71,6 +71,16 @@ impl HsError {
         }
     }
 
+    /// Whether the homeserver itself is down or failing: unreachable, or
+    /// a 5xx.
+    pub fn is_outage(&self) -> bool {
+        match self {
+            Self::Network(_) => true,
+            Self::Api { status, .. } => *status >= 500,
+            _ => false,
+        }
+    }
+
     /// How to treat the failure.
     pub fn retry(&self) -> RetryKind {
         match self {
@@ -250,6 +260,19 @@ impl HomeserverClient {
             bot_token: None,
             ..self.clone()
         }
+    }
+
+    /// Whether the homeserver answers at all (`GET
+    /// /_matrix/client/versions`, which needs no token): what the outage
+    /// prober asks.
+    pub async fn answers(&self) -> bool {
+        let answer = self
+            .http
+            .get(format!("{}/_matrix/client/versions", self.base_url))
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await;
+        answer.is_ok_and(|response| response.status().is_success())
     }
 
     /// Whether the homeserver delegates authentication to an OAuth server
