@@ -161,3 +161,43 @@ async fn the_key_rotates_without_losing_a_login_and_a_missing_key_stops_the_star
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn deleting_a_login_removes_its_tokens_from_the_store() {
+    let test = TestHost::builder().plugin("probe").start().await;
+    let key = LoginKey::new("probe", "alice");
+    let login = test
+        .login_with(
+            "probe",
+            "alice",
+            serde_json::json!({ "refresh_token": METADATA_TOKEN }),
+        )
+        .await;
+    assert_eq!(
+        ask(&login, &format!("kv-set matrix-token {KV_TOKEN}")).await,
+        "ok"
+    );
+    assert!(
+        !test
+            .host
+            .registry()
+            .login_kv(&key, "probe")
+            .unwrap()
+            .is_empty()
+    );
+
+    test.host
+        .logins()
+        .delete(&key, true, "the user logged out")
+        .await
+        .unwrap();
+
+    assert!(test.host.logins().store.get(&key).unwrap().is_none());
+    assert!(
+        test.host
+            .registry()
+            .login_kv(&key, "probe")
+            .unwrap()
+            .is_empty()
+    );
+}
