@@ -193,3 +193,38 @@ async fn an_operator_restarts_a_login_stopped_in_a_crash_loop_once_the_cause_is_
     // The restart is a fresh start, not a left-over restart attempt.
     assert_eq!(login.status().strikes, 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plugin_flooding_events_or_kv_writes_is_stopped_at_the_call_budget_while_others_answer() {
+    let test = TestHost::builder().plugin("probe").start().await;
+    let flooder = test.login("probe", "flooder").await;
+    let other = test.login("probe", "other").await;
+
+    // While one login floods, another answers; its worst latency is
+    // printed, not asserted (timing belongs in benchmarks).
+    let flooding = {
+        let flooder = flooder.clone();
+        tokio::spawn(async move {
+            let events = ask(&flooder, "event-flood chat 6000").await;
+            let writes = ask(&flooder, "kv-fill flood- 10001 1").await;
+            (events, writes)
+        })
+    };
+    let mut worst = Duration::ZERO;
+    let mut answered = 0;
+    while !flooding.is_finished() {
+        let asked = std::time::Instant::now();
+        assert_eq!(ask(&other, "whoami").await, "other");
+        worst = worst.max(asked.elapsed());
+        answered += 1;
+    }
+    let (events, writes) = flooding.await.unwrap();
+    println!("during the flood another login answered {answered} times, the slowest in {worst:?}");
+
+    // Each call stops at its budget with the transient storage error...
+    assert!(events.starts_with("queued 5000, then Storage("), "{events}");
+    assert!(writes.starts_with("error at 10000: Storage("), "{writes}");
+    // ...and the next call has a fresh one.
+    assert_eq!(ask(&flooder, "event-flood chat 10").await, "queued 10");
+    assert_eq!(ask(&flooder, "kv-set after flood").await, "ok");
+}

@@ -188,6 +188,7 @@ impl Instance {
             deadline = deadline.min(cap.saturating_duration_since(Instant::now()));
         }
         self.store.data_mut().deadline = Instant::now() + deadline;
+        self.store.data_mut().budget = crate::state::CallBudget::default();
         self.store.set_epoch_deadline(1);
         Ok(deadline)
     }

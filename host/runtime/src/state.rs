@@ -131,7 +131,53 @@ pub(crate) struct PluginState {
     pub(crate) limiter: MemoryLimiter,
     /// When the call in progress must end.
     pub(crate) deadline: Instant,
+    /// What the call in progress may still write.
+    pub(crate) budget: CallBudget,
     pub(crate) ctx: InstanceContext,
+}
+
+/// How much one call may write: a plugin that floods the host with events
+/// or KV writes within its quota is told to stop (with the transient
+/// `storage` error, so it tries the rest in a later call) instead of
+/// filling the outbox or the store faster than the host drains them. A
+/// poll after a long outage fits: the echo example queues at most 1,000
+/// events a poll.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct CallBudget {
+    events: u32,
+    kv_writes: u32,
+}
+
+impl CallBudget {
+    /// Events one call may queue.
+    pub(crate) const EVENTS: u32 = 5_000;
+    /// KV writes (sets, deletes, swaps) one call may make.
+    pub(crate) const KV_WRITES: u32 = 10_000;
+
+    /// Takes one event from the budget; `false` once it is spent.
+    pub(crate) fn take_event(&mut self) -> bool {
+        Self::take(&mut self.events)
+    }
+
+    /// Takes one KV write from the budget; `false` once it is spent.
+    pub(crate) fn take_kv_write(&mut self) -> bool {
+        Self::take(&mut self.kv_writes)
+    }
+
+    fn take(left: &mut u32) -> bool {
+        let ok = *left > 0;
+        *left = left.saturating_sub(1);
+        ok
+    }
+}
+
+impl Default for CallBudget {
+    fn default() -> Self {
+        Self {
+            events: Self::EVENTS,
+            kv_writes: Self::KV_WRITES,
+        }
+    }
 }
 
 impl PluginState {
@@ -151,6 +197,7 @@ impl PluginState {
             table: ResourceTable::new(),
             limiter,
             deadline: Instant::now(),
+            budget: CallBudget::default(),
             ctx,
         }
     }

@@ -25,6 +25,18 @@ impl PluginState {
         Ok(self.ctx.namespace.clone().push_raw(key).into_bytes())
     }
 
+    /// Takes one write from the call's budget (see `CallBudget`).
+    fn kv_write_budget(&mut self) -> Result<(), KvError> {
+        if self.budget.take_kv_write() {
+            Ok(())
+        } else {
+            Err(KvError::Storage(format!(
+                "more than {} KV writes in one call: return, and write the rest in the next call",
+                crate::state::CallBudget::KV_WRITES
+            )))
+        }
+    }
+
     /// Accounts for replacing `old` with `new` under a key of `key_len`
     /// bytes, refusing growth past the quota.
     fn kv_account(
@@ -66,6 +78,9 @@ impl Host for PluginState {
             Ok(k) => k,
             Err(e) => return Ok(Err(e)),
         };
+        if let Err(e) = self.kv_write_budget() {
+            return Ok(Err(e));
+        }
         if value.len() > MAX_VALUE {
             return Ok(Err(KvError::ValueTooLarge(MAX_VALUE as u64)));
         }
@@ -87,6 +102,9 @@ impl Host for PluginState {
             Ok(k) => k,
             Err(e) => return Ok(Err(e)),
         };
+        if let Err(e) = self.kv_write_budget() {
+            return Ok(Err(e));
+        }
         match self.ctx.runtime.kv.remove(&full) {
             Ok(old) => {
                 let existed = old.is_some();
@@ -137,6 +155,9 @@ impl Host for PluginState {
             Ok(k) => k,
             Err(e) => return Ok(Err(e)),
         };
+        if let Err(e) = self.kv_write_budget() {
+            return Ok(Err(e));
+        }
         if replacement.as_ref().is_some_and(|v| v.len() > MAX_VALUE) {
             return Ok(Err(KvError::ValueTooLarge(MAX_VALUE as u64)));
         }

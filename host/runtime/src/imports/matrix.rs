@@ -30,6 +30,12 @@ impl PluginState {
         let Some(login) = self.login().cloned() else {
             return Err(EventError::NoLogin);
         };
+        if !self.budget.take_event() {
+            return Err(EventError::Storage(format!(
+                "more than {} events in one call: return, and queue the rest in the next call",
+                crate::state::CallBudget::EVENTS
+            )));
+        }
         if let Err(message) = check(&event).and_then(|()| self.check_media(&event)) {
             return Err(EventError::Invalid(message));
         }
