@@ -21,9 +21,14 @@ struct Teams {
 
 impl Teams {
     async fn start() -> Self {
+        Self::start_with(|_| {}).await
+    }
+
+    /// Starts with the bridge's options changed by `change`.
+    async fn start_with(change: impl FnOnce(&mut BridgeOptions)) -> Self {
         let fake = FakeTeams::start().await;
         let base = fake.base_url();
-        let env = BridgeEnv::start_with(BridgeOptions {
+        let mut options = BridgeOptions {
             plugins: vec!["msal", "teams"],
             config: vec![
                 "[plugin.msal]".into(),
@@ -41,8 +46,9 @@ impl Teams {
                 "discovery-interval-ms = 2000".into(),
             ],
             ..BridgeOptions::default()
-        })
-        .await;
+        };
+        change(&mut options);
+        let env = BridgeEnv::start_with(options).await;
         Self { env, fake }
     }
 
@@ -490,4 +496,56 @@ async fn edits_deletions_reactions_and_files_go_both_ways() {
     .await;
     user.redact(&room, &sent).await;
     eventually(wait, "the deletion in Teams", || in_teams(&|m| m.deleted)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_token_of_a_whole_teams_login_and_sync_reaches_the_host_log_at_debug_level() {
+    let teams = Teams::start_with(|options| {
+        options.process = true;
+        options.log_filter = Some("debug".into());
+    })
+    .await;
+    let fake = &teams.fake;
+    let alice = fake.add_account("alice", "Alice Example");
+    let carol = fake.add_account("carol", "Carol Example");
+    let dm = fake.dm(&alice, &carol);
+    fake.post(&dm, &carol, "hello from teams");
+
+    // Log in through MSAL, sync, and send both ways.
+    let user = teams.env.user("careful").await;
+    let captured = fake.identity().issue_spa_tokens(&alice.account);
+    teams
+        .login_with(&user, MsalCache::signed_in(&captured))
+        .await;
+    let room = user.wait_for_rooms(1, &[]).await.remove(0);
+    user.wait_for_body(&room, "hello from teams").await;
+    user.send_text(&room, "hello from matrix").await;
+    eventually(Duration::from_secs(60), "the message in Teams", || {
+        fake.messages(&dm)
+            .iter()
+            .any(|m| m.text() == "hello from matrix")
+            .then_some(())
+    })
+    .await;
+
+    let log = teams.env.host_log();
+    // Debug logging was really on.
+    assert!(log.contains("DEBUG"), "{}", &log[..log.len().min(2000)]);
+    let registration = weft_host::matrix::registration::read(&teams.env.registration()).unwrap();
+    let mut secrets = fake.identity().issued_tokens();
+    secrets.extend(fake.skypetokens());
+    secrets.extend([
+        captured.id_token.clone(),
+        user.token.clone(),
+        registration.as_token.clone(),
+        registration.hs_token.clone(),
+    ]);
+    assert!(secrets.len() >= 7, "{}", secrets.len());
+    for secret in &secrets {
+        assert!(
+            !log.contains(secret.as_str()),
+            "a token starting {} is in the host's log",
+            &secret[..8.min(secret.len())]
+        );
+    }
 }

@@ -47,6 +47,8 @@ pub struct BridgeEnv {
     process: Option<std::process::Child>,
     /// Whether the host runs as a process (also while it is down).
     as_process: bool,
+    /// The host process's `RUST_LOG`, if the test set one.
+    log_filter: Option<String>,
     /// The proxy between the host and Synapse, if the test asked for one.
     pub fault_proxy: Option<FaultProxy>,
     config_text: String,
@@ -85,6 +87,8 @@ pub struct BridgeOptions {
     /// OAuth server (MSC3861, "MAS mode": [`DelegatedHomeserver`]): users
     /// come from MAS, with MAS tokens.
     pub delegated_auth: bool,
+    /// The host process's `RUST_LOG` (default `info,weft_host=debug`).
+    pub log_filter: Option<String>,
 }
 
 impl BridgeEnv {
@@ -209,6 +213,7 @@ poll-interval-ms = 100
             host: None,
             process: None,
             as_process: options.process,
+            log_filter: options.log_filter.clone(),
             fault_proxy,
             config_text,
             dir,
@@ -290,7 +295,10 @@ poll-interval-ms = 100
             .arg("--config")
             .arg(&config)
             .arg("run")
-            .env("RUST_LOG", "info,weft_host=debug")
+            .env(
+                "RUST_LOG",
+                self.log_filter.as_deref().unwrap_or("info,weft_host=debug"),
+            )
             .stdin(std::process::Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log)

@@ -558,6 +558,18 @@ impl MsIdentity {
         self.state().access_tokens.get(access_token).cloned()
     }
 
+    /// Every access and refresh token issued so far (for tests that check
+    /// no token reaches a log).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        let state = self.state();
+        state
+            .access_tokens
+            .keys()
+            .chain(state.refresh_tokens.keys())
+            .cloned()
+            .collect()
+    }
+
     /// The newest live refresh token of `kind` for `account`: what a
     /// plugin that stores every rotation should now hold.
     pub fn latest_refresh_token(&self, account: &Account, kind: TokenKind) -> Option<String> {

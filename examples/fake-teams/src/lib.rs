@@ -610,6 +610,12 @@ impl FakeTeams {
             .map(|f| (f.name.clone(), f.mime_type.clone(), f.bytes.clone()))
     }
 
+    /// Every skypetoken issued so far and not yet forgotten (for tests
+    /// that check no token reaches a log).
+    pub fn skypetokens(&self) -> Vec<String> {
+        self.lock().skypetokens.keys().cloned().collect()
+    }
+
     /// Expires every skypetoken issued so far: their next use gets 401
     /// (errorCode 911), and the client must exchange an access token again.
     pub fn expire_skypetokens(&self) {
