@@ -9,6 +9,7 @@ mod brmble;
 mod capture;
 mod chaos;
 mod cli;
+mod disk_full;
 mod double_puppet;
 mod hibernation;
 mod homeserver_faults;

@@ -3,6 +3,7 @@
 //! with its Matrix side.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::{Value, json};
@@ -49,6 +50,8 @@ pub struct BridgeEnv {
     as_process: bool,
     /// The host process's `RUST_LOG`, if the test set one.
     log_filter: Option<String>,
+    /// The disk-full switch, if the test asked for one.
+    disk: Option<crate::failing_storage::DiskFull>,
     /// The proxy between the host and Synapse, if the test asked for one.
     pub fault_proxy: Option<FaultProxy>,
     config_text: String,
@@ -89,6 +92,9 @@ pub struct BridgeOptions {
     pub delegated_auth: bool,
     /// The host process's `RUST_LOG` (default `info,weft_host=debug`).
     pub log_filter: Option<String>,
+    /// Runs the in-process host on the sled database wrapped so that its
+    /// writes fail while this switch says the disk is full.
+    pub disk: Option<crate::failing_storage::DiskFull>,
 }
 
 impl BridgeEnv {
@@ -214,6 +220,7 @@ poll-interval-ms = 100
             process: None,
             as_process: options.process,
             log_filter: options.log_filter.clone(),
+            disk: options.disk.clone(),
             fault_proxy,
             config_text,
             dir,
@@ -223,7 +230,7 @@ poll-interval-ms = 100
         if options.process {
             env.spawn_host().await;
         } else {
-            env.host = Some(Host::start(config).await.expect("the host starts"));
+            env.host = Some(env.start_in_process(config).await);
         }
         env
     }
@@ -264,7 +271,26 @@ poll-interval-ms = 100
             return;
         }
         let config = Config::from_toml(&self.config_text, self.dir.path()).unwrap();
-        self.host = Some(Host::start(config).await.expect("the host starts again"));
+        self.host = Some(self.start_in_process(config).await);
+    }
+
+    /// Starts the host in this process, on a failing disk if the test
+    /// asked for one.
+    async fn start_in_process(&self, config: Config) -> Host {
+        let mut options = weft_host::host::HostOptions::default();
+        if let Some(disk) = &self.disk {
+            let path = config.data_dir.join("weft.sled");
+            std::fs::create_dir_all(&config.data_dir).unwrap();
+            let sled: Arc<dyn weft_storage::Storage> =
+                Arc::new(weft_storage::SledStorage::open(&path).unwrap());
+            options.storage = Some(Arc::new(crate::failing_storage::FailingStorage::new(
+                sled,
+                disk.clone(),
+            )));
+        }
+        Host::start_with(config, options)
+            .await
+            .expect("the host starts")
     }
 
     /// Restarts the host with `extra` appended to its config, e.g. a

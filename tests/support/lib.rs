@@ -103,6 +103,7 @@ pub fn init_logging() {
 pub mod bridge;
 pub mod browser;
 pub mod echo;
+pub mod failing_storage;
 pub mod fault_proxy;
 pub mod mas;
 pub mod matrix;
