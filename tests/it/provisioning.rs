@@ -446,3 +446,32 @@ async fn raw_request(base: &str, request: &str) -> String {
         .unwrap();
     String::from_utf8_lossy(&answer).into_owned()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_spelling_of_another_users_login_lets_a_user_log_it_out() {
+    let env = BridgeEnv::start().await;
+    let owner = env.user("owner").await;
+    let mallory = env.user("mallory").await;
+    let alice = env.login(&owner, "alice").await;
+
+    for (path, status) in [
+        ("/logout/echo:alice", 404),
+        ("/logout/echo%3Aalice", 404),
+        ("/logout/echo:alice%2F..%2F..", 404),
+        ("/logout/..%2F..%2F_weft%2Fadmin%2Fv1%2Flogins", 400),
+        ("/logout/not-a-login-id", 400),
+        ("/logout/echo:%00alice", 404),
+    ] {
+        let (got, body) = env.provision(&mallory, Method::POST, path, None).await;
+        assert_eq!(got, status, "{path}: {body}");
+        assert!(body["errcode"].is_string(), "{path}: {body}");
+    }
+    // Mallory's `all` is only Mallory's (none); the owner's login stays.
+    let (got, _) = env
+        .provision(&mallory, Method::POST, "/logout/all", None)
+        .await;
+    assert_eq!(got, 200);
+    let (got, logins) = env.provision(&owner, Method::GET, "/logins", None).await;
+    assert_eq!(got, 200);
+    assert!(logins.to_string().contains(&alice.to_string()), "{logins}");
+}
