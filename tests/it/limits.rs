@@ -206,7 +206,7 @@ async fn a_plugin_flooding_events_or_kv_writes_is_stopped_at_the_call_budget_whi
         let flooder = flooder.clone();
         tokio::spawn(async move {
             let events = ask(&flooder, "event-flood chat 6000").await;
-            let writes = ask(&flooder, "kv-fill flood- 10001 1").await;
+            let writes = ask(&flooder, "kv-fill flood- 5001 1").await;
             (events, writes)
         })
     };
@@ -223,7 +223,7 @@ async fn a_plugin_flooding_events_or_kv_writes_is_stopped_at_the_call_budget_whi
 
     // Each call stops at its budget with the transient storage error...
     assert!(events.starts_with("queued 5000, then Storage("), "{events}");
-    assert!(writes.starts_with("error at 10000: Storage("), "{writes}");
+    assert!(writes.starts_with("error at 5000: Storage("), "{writes}");
     // ...and the next call has a fresh one.
     assert_eq!(ask(&flooder, "event-flood chat 10").await, "queued 10");
     assert_eq!(ask(&flooder, "kv-set after flood").await, "ok");

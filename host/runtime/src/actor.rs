@@ -903,6 +903,12 @@ impl Actor {
                     self.report_state(StateKind::BadCredentials, "bad-credentials", &message);
                 }
             }
+            // A plugin without an optional export (history, reactions...)
+            // is not failing: the host asked, the plugin said it cannot.
+            Ok(Err(error @ PluginError::Unsupported(_))) => {
+                self.healthy();
+                tracing::debug!(login = %self.key, %error, "the plugin does not support this");
+            }
             Ok(Err(error)) => {
                 self.healthy();
                 if let Some(suppressed) = self.error_log.admit(Instant::now()) {

@@ -126,7 +126,11 @@ fn namespace_usage(tree: &dyn Tree, namespace: &KeyBuf) -> weft_storage::Result<
 
 /// The data of an instance's `Store`.
 pub(crate) struct PluginState {
-    wasi: WasiCtx,
+    /// Built on first use: plugins built for `wasm32-unknown-unknown` (the
+    /// SDK's default) never call WASI, and a context (its random
+    /// generators above all) would cost every live login about a
+    /// kilobyte.
+    wasi: Option<Box<WasiCtx>>,
     table: ResourceTable,
     pub(crate) limiter: MemoryLimiter,
     /// When the call in progress must end.
@@ -152,7 +156,7 @@ impl CallBudget {
     /// Events one call may queue.
     pub(crate) const EVENTS: u32 = 5_000;
     /// KV writes (sets, deletes, swaps) one call may make.
-    pub(crate) const KV_WRITES: u32 = 10_000;
+    pub(crate) const KV_WRITES: u32 = 5_000;
 
     /// Takes one event from the budget; `false` once it is spent.
     pub(crate) fn take_event(&mut self) -> bool {
@@ -183,17 +187,9 @@ impl Default for CallBudget {
 impl PluginState {
     /// A state for an instance in context `ctx`.
     pub(crate) fn new(ctx: InstanceContext) -> Self {
-        // No preopens, no environment, no arguments, no inherited stdio,
-        // and every socket address denied: WASI serves only clocks and
-        // randomness, the rest answers "not permitted".
-        let wasi = WasiCtx::builder()
-            .allow_ip_name_lookup(false)
-            .allow_tcp(false)
-            .allow_udp(false)
-            .build();
         let limiter = MemoryLimiter::new(ctx.plugin.capabilities.memory_bytes);
         Self {
-            wasi,
+            wasi: None,
             table: ResourceTable::new(),
             limiter,
             deadline: Instant::now(),
@@ -213,8 +209,20 @@ impl PluginState {
 
 impl WasiView for PluginState {
     fn ctx(&mut self) -> WasiCtxView<'_> {
+        // No preopens, no environment, no arguments, no inherited stdio,
+        // and every socket address denied: WASI serves only clocks and
+        // randomness, the rest answers "not permitted".
+        let ctx = self.wasi.get_or_insert_with(|| {
+            Box::new(
+                WasiCtx::builder()
+                    .allow_ip_name_lookup(false)
+                    .allow_tcp(false)
+                    .allow_udp(false)
+                    .build(),
+            )
+        });
         WasiCtxView {
-            ctx: &mut self.wasi,
+            ctx,
             table: &mut self.table,
         }
     }
