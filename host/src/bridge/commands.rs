@@ -199,7 +199,7 @@ impl Bridge {
     }
 
     async fn ask(&self, room: &RoomId, field: &FieldView) -> Result<(), BridgeError> {
-        let mut prompt = format!("Please send your {}", field.name.to_lowercase());
+        let mut prompt = format!("Please send your {}", lowercase_first_word(&field.name));
         if !field.description.is_empty() {
             prompt.push_str(&format!(" ({})", field.description));
         }
@@ -429,5 +429,38 @@ impl Bridge {
         };
         self.delete_login(&key, true, "logged out").await?;
         self.notice(room, &format!("Logged out of {key}.")).await
+    }
+}
+
+/// `name` with its first word in lower case unless it is an acronym, to
+/// follow "Please send your": "User name" → "user name", "API token" →
+/// "API token".
+fn lowercase_first_word(name: &str) -> String {
+    let first = name.split_whitespace().next().unwrap_or_default();
+    let acronym = first.chars().filter(|c| c.is_alphabetic()).count() > 1
+        && first
+            .chars()
+            .filter(|c| c.is_alphabetic())
+            .all(char::is_uppercase);
+    if acronym {
+        return name.to_owned();
+    }
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) => c.to_lowercase().chain(chars).collect(),
+        None => String::new(),
+    }
+}
+
+#[cfg(test)]
+mod prompt_tests {
+    use super::lowercase_first_word;
+
+    #[test]
+    fn a_field_name_reads_as_part_of_the_sentence_and_acronyms_keep_their_case() {
+        assert_eq!(lowercase_first_word("User name"), "user name");
+        assert_eq!(lowercase_first_word("Password"), "password");
+        assert_eq!(lowercase_first_word("API token"), "API token");
+        assert_eq!(lowercase_first_word(""), "");
     }
 }
