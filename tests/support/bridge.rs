@@ -147,10 +147,6 @@ watch = false
 [runtime]
 min-timer-ms = 10
 compile-cache-dir = "{cache}"
-# A test host needs a handful of instances; the default pool (12,000
-# fiber stacks, each with a guard page) would cost tens of thousands of
-# kernel mappings per host, and the tests run hosts side by side.
-max-instances = 1024
 
 [homeserver]
 url = "{homeserver_url}"

@@ -172,8 +172,6 @@ restart-backoff-ms = 20
 max-restart-backoff-ms = 200
 max-restarts = 3
 compile-cache-dir = "{cache}"
-# A handful of instances (see tests/support/bridge.rs).
-max-instances = 1024
 {runtime}
 
 
