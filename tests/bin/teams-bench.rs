@@ -27,7 +27,7 @@ use anyhow::{Context, Result, bail};
 use fake_teams::{FakeTeams, TeamsAccount};
 use futures::StreamExt;
 use serde_json::{Value, json};
-use weft_host::bench::{Stats, cpu_time, kib, mappings, rss_bytes};
+use weft_host::bench::{Stats, cpu_time, kib, mappings, resident_by_mapping_kind, rss_bytes};
 use weft_host::config::Config;
 use weft_host::host::{Host, HostOptions};
 use weft_host::logins::{BridgeState, LoginKey, LoginRecord, StateEvent, now_ms};
@@ -332,6 +332,7 @@ private-networks = true
 [plugin.teams.settings]
 auth-url = "{base}/api/auth"
 chat-service-url = "{base}"
+media-url = "{base}"
 poll-interval-ms = {poll}
 discovery-interval-ms = {discovery}
 "#,
@@ -409,6 +410,14 @@ discovery-interval-ms = {discovery}
         "memory mappings per login",
         maps_after.saturating_sub(maps_before) as f64 / count.max(1) as f64,
     );
+    println!("where the resident memory is (the largest kinds of mapping):");
+    for (kind, count, rss) in resident_by_mapping_kind().into_iter().take(6) {
+        println!(
+            "  {kind:<60} x{count:<6} {:>10}  ({} a login)",
+            kib(rss),
+            per(rss)
+        );
+    }
     let linear: u64 = handles.iter().map(|h| h.status().memory_bytes).sum();
     println!(
         "{:<40} {:>12}  (committed wasm memory, within the RSS)",

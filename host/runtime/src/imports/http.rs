@@ -187,40 +187,76 @@ pub(crate) async fn send(
         if let Some(body) = request.body {
             builder = builder.body(body);
         }
+        // The exchange runs as a task of its own, not in the guest call's
+        // fiber: hyper's, rustls' and the resolver's frames would
+        // otherwise dirty pages of the fiber stack that every live
+        // instance keeps (see `weft-teams-bench`'s memory breakdown).
+        let exchange = tokio::spawn(exchange(builder, give_up, cap));
+        let _abandoned = AbortOnDrop(exchange.abort_handle());
+        let (response, set_cookies) = exchange
+            .await
+            .map_err(|e| HttpError::Protocol(format!("the request's task failed: {e}")))??;
+        if let Some(jar) = cookies {
+            jar.set_cookies(&mut set_cookies.iter(), &url);
+        }
+        Ok(response)
+    }
+}
 
-        let mut response = tokio::time::timeout_at(give_up, builder.send())
+/// Aborts a spawned exchange whose caller went away (a guest call past
+/// its deadline, a login stopped), instead of letting it run to its
+/// timeout for no one.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Sends the request and reads the response, up to `cap` bytes, by
+/// `give_up`. Gives the response and its `Set-Cookie` values.
+async fn exchange(
+    builder: reqwest::RequestBuilder,
+    give_up: tokio::time::Instant,
+    cap: u64,
+) -> Result<(Response, Vec<HeaderValue>), HttpError> {
+    let mut response = tokio::time::timeout_at(give_up, builder.send())
+        .await
+        .map_err(|_| HttpError::Timeout)?
+        .map_err(classify)?;
+    let set_cookies: Vec<HeaderValue> = response
+        .headers()
+        .get_all(SET_COOKIE)
+        .iter()
+        .cloned()
+        .collect();
+    if response.content_length().is_some_and(|len| len > cap) {
+        return Err(HttpError::TooLarge(cap));
+    }
+    let status = response.status().as_u16();
+    let headers = pairs(response.headers());
+    let mut body = Vec::new();
+    loop {
+        let chunk = tokio::time::timeout_at(give_up, response.chunk())
             .await
             .map_err(|_| HttpError::Timeout)?
             .map_err(classify)?;
-        if let Some(jar) = cookies {
-            let mut set_cookies = response.headers().get_all(SET_COOKIE).iter();
-            jar.set_cookies(&mut set_cookies, &url);
-        }
-
-        if response.content_length().is_some_and(|len| len > cap) {
+        let Some(chunk) = chunk else { break };
+        if body.len() as u64 + chunk.len() as u64 > cap {
+            // Stop reading: the rest never reaches memory.
             return Err(HttpError::TooLarge(cap));
         }
-        let status = response.status().as_u16();
-        let headers = pairs(response.headers());
-        let mut body = Vec::new();
-        loop {
-            let chunk = tokio::time::timeout_at(give_up, response.chunk())
-                .await
-                .map_err(|_| HttpError::Timeout)?
-                .map_err(classify)?;
-            let Some(chunk) = chunk else { break };
-            if body.len() as u64 + chunk.len() as u64 > cap {
-                // Stop reading: the rest never reaches memory.
-                return Err(HttpError::TooLarge(cap));
-            }
-            body.extend_from_slice(&chunk);
-        }
-        Ok(Response {
+        body.extend_from_slice(&chunk);
+    }
+    Ok((
+        Response {
             status,
             headers,
             body,
-        })
-    }
+        },
+        set_cookies,
+    ))
 }
 
 /// Sends `request` through the embedder's transport, under the same
