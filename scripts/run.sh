@@ -104,9 +104,15 @@ private-networks = true
 [plugin.teams.settings]
 auth-url = "http://127.0.0.1:$TEAMS_PORT/api/auth"
 chat-service-url = "http://127.0.0.1:$TEAMS_PORT"
+media-url = "http://127.0.0.1:$TEAMS_PORT"
 poll-interval-ms = 2000
 discovery-interval-ms = 10000
 EOF
+fi
+# Configs written before Teams had the `media-url` setting: its default
+# (Skype's media service) is not granted here, so point it at the fake too.
+if has_plugin teams && ! grep -q '^media-url' "$DEV/weft.toml"; then
+  sed -i "s|^chat-service-url = \"http://127.0.0.1:$TEAMS_PORT\"\$|&\nmedia-url = \"http://127.0.0.1:$TEAMS_PORT\"|" "$DEV/weft.toml"
 fi
 # The Brmble credential provider: its routes on the appservice listener,
 # its users (@<number>:localhost) through the appservice.

@@ -42,6 +42,7 @@ impl Teams {
                 "[plugin.teams.settings]".into(),
                 format!("auth-url = \"{base}/api/auth\""),
                 format!("chat-service-url = \"{base}\""),
+                format!("media-url = \"{base}\""),
                 "poll-interval-ms = 1000".into(),
                 "discovery-interval-ms = 2000".into(),
             ],

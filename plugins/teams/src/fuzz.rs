@@ -118,6 +118,7 @@ proptest! {
         let sent = BTreeSet::new();
         let media = MediaAuth {
             origins: vec!["https://msgapi.teams.live.com:443".into()],
+            media_service: "https://*.asm.skype.com:443".into(),
             skypetoken: "skype".into(),
         };
         let context = Context {

@@ -116,6 +116,31 @@ pub(crate) fn origin(url: &str) -> Option<String> {
     Some(format!("{scheme}://{host}:{port}"))
 }
 
+/// Whether `origin` (as [`origin`] gives it) is `pattern`'s, where the
+/// pattern's host may start with `*.` for any subdomain (not the bare
+/// domain, nor a name that merely ends with it).
+pub(crate) fn origin_matches(pattern: &str, origin: &str) -> bool {
+    let split = |o: &str| {
+        let (scheme, rest) = o.split_once("://")?;
+        let (host, port) = rest.rsplit_once(':')?;
+        Some((scheme.to_owned(), host.to_owned(), port.to_owned()))
+    };
+    let (Some((scheme, host, port)), Some((p_scheme, p_host, p_port))) =
+        (split(origin), split(pattern))
+    else {
+        return false;
+    };
+    if scheme != p_scheme || port != p_port {
+        return false;
+    }
+    match p_host.strip_prefix('*') {
+        Some(domain) if domain.starts_with('.') => {
+            host.len() > domain.len() && host.ends_with(domain)
+        }
+        _ => host == p_host,
+    }
+}
+
 /// A paging link to follow from `base`: an absolute URL on `base`'s
 /// origin, or a path on it. `None` for a link that leaves the origin (a
 /// server must not send the skypetoken elsewhere).
@@ -210,6 +235,31 @@ mod tests {
         // An unknown 19: thread is a group; the self-chat is not a DM.
         assert!(!is_direct("19:abc@thread.v2", None, None));
         assert!(!is_direct("48:notes", None, None));
+    }
+
+    #[test]
+    fn a_wildcard_origin_matches_subdomains_only_on_its_scheme_and_port() {
+        let asm = origin("https://*.asm.skype.com").unwrap();
+        assert_eq!(asm, "https://*.asm.skype.com:443");
+        let matches = |url: &str| origin_matches(&asm, &origin(url).unwrap());
+        assert!(matches(
+            "https://us-api.asm.skype.com/v1/objects/0-a/views/imgpsh_fullsize"
+        ));
+        assert!(matches("https://api.asm.skype.com/v1/objects/0-a"));
+        assert!(!matches("https://asm.skype.com/v1/objects/0-a"));
+        assert!(!matches("https://evilasm.skype.com/x"));
+        assert!(!matches("https://us-api.asm.skype.com.evil.test/x"));
+        assert!(!matches("http://us-api.asm.skype.com/x"));
+        assert!(!matches("https://us-api.asm.skype.com:8443/x"));
+        let fake = origin("http://127.0.0.1:8095").unwrap();
+        assert!(origin_matches(
+            &fake,
+            &origin("http://127.0.0.1:8095/asm/v1/objects/1").unwrap()
+        ));
+        assert!(!origin_matches(
+            &fake,
+            &origin("http://127.0.0.1:8096/").unwrap()
+        ));
     }
 
     #[test]

@@ -117,6 +117,8 @@ fn now_secs() -> u64 {
 struct Settings {
     auth_url: String,
     chat_service_url: String,
+    /// The media service's origin, whose host may start with `*.`.
+    media_url: String,
     poll_ms: u64,
     discovery_ms: u64,
     budget_ms: u64,
@@ -145,6 +147,7 @@ impl Settings {
         Self {
             auth_url: url("auth-url", "https://teams.live.com/api/auth"),
             chat_service_url: url("chat-service-url", "https://msgapi.teams.live.com"),
+            media_url: url("media-url", "https://*.asm.skype.com"),
             poll_ms: number("poll-interval-ms", 10_000, 1000, 3_600_000),
             discovery_ms: number("discovery-interval-ms", 30_000, 1000, 86_400_000),
             budget_ms: number("call-budget-ms", 8000, 2000, 60_000),
@@ -566,6 +569,7 @@ impl Ctx {
                 .into_iter()
                 .chain(ids::origin(self.base()))
                 .collect(),
+            media_service: ids::origin(&self.settings.media_url).unwrap_or_default(),
             skypetoken: self.session.skypetoken.clone().unwrap_or_default(),
         }
     }

@@ -330,6 +330,9 @@ pub(crate) enum Out {
 pub(crate) struct MediaAuth {
     /// The origins (`scheme://host:port`) that may get it.
     pub(crate) origins: Vec<String>,
+    /// The media service's origin, whose host may be `*.<domain>`
+    /// (setting `media-url`).
+    pub(crate) media_service: String,
     /// The skypetoken.
     pub(crate) skypetoken: String,
 }
@@ -341,11 +344,7 @@ impl MediaAuth {
         let Some(origin) = ids::origin(url) else {
             return Vec::new();
         };
-        let host = origin
-            .strip_prefix("https://")
-            .and_then(|rest| rest.rsplit_once(':'))
-            .map(|(host, _)| host);
-        let media_service = host.is_some_and(|h| h.ends_with(".asm.skype.com"));
+        let media_service = ids::origin_matches(&self.media_service, &origin);
         if self.skypetoken.is_empty() || !(media_service || self.origins.contains(&origin)) {
             return Vec::new();
         }
@@ -969,6 +968,7 @@ mod tests {
         let sent: BTreeSet<String> = sent.iter().map(|s| (*s).to_owned()).collect();
         let media = MediaAuth {
             origins: vec!["https://msgapi.teams.live.com:443".into()],
+            media_service: "https://*.asm.skype.com:443".into(),
             skypetoken: "skype-secret".into(),
         };
         let context = Context {

@@ -19,6 +19,9 @@ async fn teams() -> Harness {
         .setting("chat-service-url", CHAT)
         .grant_http("https://teams.test")
         .grant_http(CHAT)
+        // Pictures and files: the media service, as `media-url` has it
+        // by default.
+        .grant_http("https://*.asm.skype.com")
         .start()
         .await
         .expect("the Teams connector loads")
@@ -268,4 +271,95 @@ async fn rate_limited_by_teams_the_login_waits_as_long_as_retry_after_says() {
     login.fire("poll").await.ok();
     login.fire("discover").await.ok();
     assert_eq!(harness.http().requests(), []);
+}
+
+#[tokio::test]
+async fn a_picture_in_skypes_media_service_is_fetched_with_the_skypetoken_under_the_default_grant()
+{
+    let harness = teams().await;
+    skypetoken_exchange(&harness, "skype-1");
+    let hello = message(T0, BOB, "Bob", "<p>hello</p>");
+    a_dm_with_bob(&harness, vec![hello.clone()]);
+    let login = harness.login(ME, alice()).await.unwrap();
+    login.fire("connect").await.unwrap();
+
+    let object = "https://us-api.asm.skype.com/v1/objects/0-wus-d1-cat";
+    let mut picture = message(
+        T0 + 1000,
+        BOB,
+        "Bob",
+        &format!(
+            "<URIObject type=\"Picture.1\" uri=\"{object}\">To view this shared photo, go to: \
+             <a href=\"https://login.skype.com/login/sso?go=xmmfallback?pic=0-wus-d1-cat\">\
+             link</a><OriginalName v=\"cat.png\"></OriginalName><FileSize v=\"4\"></FileSize>\
+             </URIObject>"
+        ),
+    );
+    picture["messagetype"] = json!("RichText/UriObject");
+    a_dm_with_bob(&harness, vec![hello, picture]);
+    login.fire("poll").await.unwrap();
+
+    let media = login.media();
+    assert_eq!(media.len(), 1, "{:?}", login.events());
+    assert_eq!(media[0].attachment.file_name, "cat.png");
+    assert_eq!(media[0].attachment.mime_type, "image/png");
+    let view = format!("{object}/views/imgpsh_fullsize");
+    let png = b"\x89PNG\r\n\x1a\n".to_vec();
+    harness.http().on(
+        "GET",
+        &view,
+        Reply::status(200)
+            .header("content-type", "image/png")
+            .body(png.clone()),
+    );
+    let bytes = harness
+        .fetch(&media[0])
+        .await
+        .expect("the media service is granted");
+    assert_eq!(bytes, png);
+    let fetched = &harness.http().requests_to(&view)[0];
+    assert_eq!(skypetoken_of(fetched), Some("skypetoken=skype-1"));
+}
+
+#[tokio::test]
+async fn a_picture_on_a_host_that_only_looks_like_the_media_service_becomes_a_note_and_is_never_fetched()
+ {
+    let harness = teams().await;
+    skypetoken_exchange(&harness, "skype-1");
+    let hello = message(T0, BOB, "Bob", "<p>hello</p>");
+    a_dm_with_bob(&harness, vec![hello.clone()]);
+    let login = harness.login(ME, alice()).await.unwrap();
+    login.fire("connect").await.unwrap();
+
+    // A name that merely ends like the media service's.
+    let object = "https://us-api.asm.skype.com.evil.test/v1/objects/0-x";
+    let mut picture = message(
+        T0 + 1000,
+        BOB,
+        "Bob",
+        &format!(
+            "<URIObject type=\"Picture.1\" uri=\"{object}\"><OriginalName v=\"x.png\"></OriginalName></URIObject>"
+        ),
+    );
+    picture["messagetype"] = json!("RichText/UriObject");
+    a_dm_with_bob(&harness, vec![hello, picture]);
+    login.fire("poll").await.unwrap();
+
+    // The host refuses to queue a file it may not fetch; the chat gets a
+    // note instead, and the poll goes on.
+    assert_eq!(login.media(), [], "{:?}", login.events());
+    let notes = login.messages();
+    assert_eq!(notes.len(), 1, "{notes:?}");
+    assert!(
+        notes[0].text.starts_with("📎 x.png (not bridged: ")
+            && notes[0].text.contains("is not granted to plugin teams"),
+        "{}",
+        notes[0].text
+    );
+    assert_eq!(
+        harness
+            .http()
+            .requests_to("https://us-api.asm.skype.com.evil.test"),
+        []
+    );
 }

@@ -55,7 +55,8 @@ use crate::host::RecordingHost;
 pub use crate::http::{FakeHttp, RecordedRequest, Reply};
 pub use weft_runtime::connector::{MatrixEdit, MatrixMessage, MatrixReaction, PluginError};
 pub use weft_runtime::events::{
-    ChatKind, ChatMember, ChatResync, Message, RemoteEvent, StateKind, StateReport,
+    ChatKind, ChatMember, ChatResync, MediaMessage, MediaSource, Message, RemoteEvent, StateKind,
+    StateReport,
 };
 pub use weft_runtime::login_flow::{LoginStep, StepInput, StepParams};
 pub use weft_runtime::{ActorStatus, LoginKey, Phase, PluginGrants, WorkError};
@@ -184,6 +185,21 @@ impl Harness {
     /// The runtime, for anything the harness does not wrap.
     pub fn registry(&self) -> &Arc<Registry> {
         &self.registry
+    }
+
+    /// Fetches a file a login queued, as the host does before uploading
+    /// it to Matrix: a URL under the plugin's HTTP grant (through the fake
+    /// network), with the headers the plugin gave. Errs with the host's
+    /// reason, e.g. when the URL is not granted.
+    pub async fn fetch(&self, media: &MediaMessage) -> Result<Vec<u8>, String> {
+        match &media.attachment.source {
+            MediaSource::Bytes(bytes) => Ok(bytes.clone()),
+            MediaSource::Url { url, headers } => self
+                .registry
+                .fetch_media(&self.plugin, url, headers, WAIT)
+                .await
+                .map(|(_, bytes)| bytes),
+        }
     }
 
     /// Starts login `id` of Matrix user `@user:test` with connector
@@ -318,6 +334,18 @@ impl TestLogin {
             .into_iter()
             .filter_map(|e| match e {
                 RemoteEvent::Message(message) => Some(message),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The files (pictures, videos, documents) it queued so far, in
+    /// order; [`Harness::fetch`] gets one as the host would.
+    pub fn media(&self) -> Vec<MediaMessage> {
+        self.events()
+            .into_iter()
+            .filter_map(|e| match e {
+                RemoteEvent::Media(media) => Some(media),
                 _ => None,
             })
             .collect()
