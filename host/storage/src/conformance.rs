@@ -31,6 +31,18 @@ macro_rules! storage_conformance_tests {
             }
 
             #[test]
+            fn put_overwrites_and_value_len_is_the_length_of_what_get_reads() {
+                let tree = tree();
+                assert_eq!(tree.value_len(b"k").unwrap(), None);
+                tree.put(b"k", b"a longer first value").unwrap();
+                tree.put(b"k", b"second").unwrap();
+                assert_eq!(tree.get(b"k").unwrap(), Some(b"second".to_vec()));
+                assert_eq!(tree.value_len(b"k").unwrap(), Some(6));
+                tree.put(b"k", b"").unwrap();
+                assert_eq!(tree.value_len(b"k").unwrap(), Some(0));
+            }
+
+            #[test]
             fn compare_and_swap_only_swaps_on_the_expected_value() {
                 let tree = tree();
                 // Absent → present works when absence is expected.

@@ -56,6 +56,18 @@ pub trait Tree: Send + Sync + 'static {
     fn insert(&self, key: &[u8], value: &[u8]) -> Result<Option<Vec<u8>>>;
     /// Removes `key`; returns the previous value.
     fn remove(&self, key: &[u8]) -> Result<Option<Vec<u8>>>;
+    /// Stores `value` under `key`, for a caller that does not want the
+    /// previous value: a tree that transforms values (sealing) then does
+    /// not undo that for a value no one reads.
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        self.insert(key, value).map(drop)
+    }
+    /// The length of the value under `key`, without reading it where the
+    /// tree can tell (a sealed value's length is its plaintext's plus a
+    /// fixed overhead).
+    fn value_len(&self, key: &[u8]) -> Result<Option<usize>> {
+        Ok(self.get(key)?.map(|value| value.len()))
+    }
     /// Replaces the value of `key` with `new` if it is `expected` (`None`
     /// meaning absent; a `new` of `None` removes). Returns whether it did.
     fn compare_and_swap(

@@ -31,6 +31,8 @@ const MAGIC: &[u8; 4] = b"\0ws1";
 const KEY_ID_LEN: usize = 4;
 const NONCE_LEN: usize = 24;
 const HEADER_LEN: usize = MAGIC.len() + KEY_ID_LEN + NONCE_LEN;
+/// Poly1305's tag, after the ciphertext.
+const TAG_LEN: usize = 16;
 
 /// A 256-bit secret key. Its `Debug` shows only its id.
 #[derive(Clone)]
@@ -324,6 +326,21 @@ impl Tree for SealedTree {
 
     fn remove(&self, key: &[u8]) -> Result<Option<Vec<u8>>> {
         self.open(key, self.inner.remove(key)?)
+    }
+
+    fn put(&self, key: &[u8], value: &[u8]) -> Result<()> {
+        let sealed = self.keys.seal(self.name, key, value)?;
+        self.inner.put(key, &sealed)
+    }
+
+    fn value_len(&self, key: &[u8]) -> Result<Option<usize>> {
+        Ok(self.inner.get(key)?.map(|raw| {
+            if raw.starts_with(MAGIC) {
+                raw.len().saturating_sub(HEADER_LEN + TAG_LEN)
+            } else {
+                raw.len()
+            }
+        }))
     }
 
     fn compare_and_swap(

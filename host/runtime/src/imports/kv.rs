@@ -87,14 +87,14 @@ impl Host for PluginState {
         let tree = self.ctx.runtime.kv.clone();
         // Only this instance writes its namespace, so reading the old size
         // first cannot race with another writer.
-        let old = match tree.get(&full) {
-            Ok(old) => old.map(|v| v.len()),
+        let old = match tree.value_len(&full) {
+            Ok(old) => old,
             Err(e) => return Ok(Err(storage_error(e))),
         };
         if let Err(e) = self.kv_account(full.len(), old, Some(value.len())) {
             return Ok(Err(e));
         }
-        Ok(tree.insert(&full, &value).map(drop).map_err(storage_error))
+        Ok(tree.put(&full, &value).map_err(storage_error))
     }
 
     async fn delete(&mut self, key: String) -> wasmtime::Result<Result<bool, KvError>> {
