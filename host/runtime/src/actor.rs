@@ -298,6 +298,15 @@ impl LoginSlot {
     pub(crate) fn retire(&self) {
         self.lock().retired = true;
     }
+
+    /// Retires the login and lets go of its actor's mailboxes, without
+    /// waiting: the actor sees them closed, retires its instance and
+    /// ends, as after a stop. For a registry dropped without `shutdown`.
+    pub(crate) fn close(&self) {
+        let mut state = self.lock();
+        state.retired = true;
+        state.live = None;
+    }
 }
 
 /// A handle to a login's actor. Cheap to clone; calls wake a hibernating
@@ -638,10 +647,14 @@ impl Actor {
             work,
         };
         tracing::debug!(login = %actor.key, version = %actor.plugin.version(), "login actor starting");
-        actor.start_instance().await;
+        Box::pin(actor.start_instance()).await;
         actor.run_loop().await;
     }
 
+    /// Waits for the next thing to do and does it. The handlers' futures
+    /// (a guest call and all it awaits) are boxed, so the task of an idle
+    /// login holds only the wait: a few hundred bytes instead of the
+    /// largest handler's several KiB, for each of thousands of logins.
     async fn run_loop(mut self) {
         loop {
             self.publish();
@@ -654,29 +667,29 @@ impl Actor {
                 biased;
                 control = self.control.recv() => {
                     let Some(control) = control else {
-                        self.retire().await;
+                        Box::pin(self.retire()).await;
                         break;
                     };
-                    if self.control(*control).await {
+                    if Box::pin(self.control(*control)).await {
                         break;
                     }
                     self.touch();
                 }
                 Some(work) = self.work.recv(), if running || failed => {
-                    self.work(*work).await;
+                    Box::pin(self.work(*work)).await;
                     self.touch();
                 }
                 _ = sleep_until(next_timer), if next_timer.is_some() => {
-                    self.fire_timer().await;
+                    Box::pin(self.fire_timer()).await;
                     self.touch();
                 }
                 _ = sleep_until(restart_at), if restart_at.is_some() => {
                     self.restart_at = None;
-                    self.start_instance().await;
+                    Box::pin(self.start_instance()).await;
                 }
                 _ = sleep_until(hibernate_at), if hibernate_at.is_some() => {
                     if self.try_hibernate() {
-                        self.hibernate().await;
+                        Box::pin(self.hibernate()).await;
                         return;
                     }
                     self.touch();
