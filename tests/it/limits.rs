@@ -228,3 +228,26 @@ async fn a_plugin_flooding_events_or_kv_writes_is_stopped_at_the_call_budget_whi
     assert_eq!(ask(&flooder, "event-flood chat 10").await, "queued 10");
     assert_eq!(ask(&flooder, "kv-set after flood").await, "ok");
 }
+
+/// A host let go without `shutdown` (an embedder that drops it, a test
+/// that ends) must not leave its logins running: each actor holds the
+/// runtime and the engine's instance pool, whose kernel mappings add up
+/// to the process's limit, and would go on calling its plugin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_dropped_without_shutdown_stops_its_logins_and_frees_its_runtime() {
+    let test = TestHost::builder().plugin("probe").start().await;
+    let login = test.login("probe", "short-lived").await;
+    assert_eq!(ask(&login, "version").await, "0.1.0");
+    let registry = std::sync::Arc::downgrade(test.host.registry());
+
+    drop(test);
+
+    login
+        .wait_for(Duration::from_secs(10), |s| s.phase == Phase::Stopped)
+        .await
+        .expect("the login's actor ends");
+    weft_tests::eventually(Duration::from_secs(10), "the registry to be freed", || {
+        (registry.strong_count() == 0).then_some(())
+    })
+    .await;
+}

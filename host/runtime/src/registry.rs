@@ -189,6 +189,26 @@ pub struct Registry {
 impl Drop for Registry {
     fn drop(&mut self) {
         self.scheduler_task.abort();
+        // A registry let go without `shutdown` (an embedder that drops its
+        // host, a test that ends): every actor holds the runtime, and with
+        // it the engine's instance pool, and would run on for as long as
+        // the tokio runtime does. Closing their mailboxes ends them.
+        let logins = std::mem::take(
+            &mut *self
+                .logins
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        );
+        for slot in logins.into_values() {
+            slot.close();
+        }
+        // A provider's actor ends when its handle, the only sender, goes.
+        drop(std::mem::take(
+            &mut *self
+                .providers
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        ));
     }
 }
 
