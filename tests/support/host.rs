@@ -172,6 +172,11 @@ restart-backoff-ms = 20
 max-restart-backoff-ms = 200
 max-restarts = 3
 compile-cache-dir = "{cache}"
+# The most any test uses is 400 instances (200 logins and their provider
+# actors). The default pool (12,000 fiber stacks, each with a guard page)
+# would cost 24,000 kernel mappings per host, and the tests run hosts side
+# by side in one process, under Linux's default limit of 65,530.
+max-instances = 1024
 {runtime}
 
 
