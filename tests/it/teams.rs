@@ -166,7 +166,7 @@ async fn two_teams_accounts_of_one_user_are_two_logins_each_with_its_own_rooms()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_message_from_matrix_arrives_in_teams_once_and_is_not_echoed_back() {
+async fn a_message_from_matrix_arrives_in_teams_once_is_not_echoed_back_and_shows_who_read_it() {
     let teams = Teams::start().await;
     let fake = &teams.fake;
     let alice = fake.add_account("alice", "Alice Example");
@@ -178,7 +178,7 @@ async fn a_message_from_matrix_arrives_in_teams_once_and_is_not_echoed_back() {
     let room = teams.room(&user, &login, &dm).await;
     user.wait_for_body(&room, "hi alice").await;
 
-    user.send_text(&room, "hello from matrix").await;
+    let sent = user.send_text(&room, "hello from matrix").await;
     eventually(Duration::from_secs(20), "the message reaches Teams", || {
         fake.messages(&dm)
             .iter()
@@ -198,6 +198,23 @@ async fn a_message_from_matrix_arrives_in_teams_once_and_is_not_echoed_back() {
     assert_eq!(in_teams.len(), 1);
     assert_eq!(in_teams[0].sender, alice.mri);
     assert_eq!(count(&user.bodies(&room).await, "hello from matrix"), 1);
+
+    // Bob reads it in Teams: his ghost's read receipt lands on it.
+    fake.mark_read(&dm, &bob, &in_teams[0].id);
+    weft_tests::until(Duration::from_secs(30), "Bob's read receipt", || async {
+        let synced = user.synced_room(&room).await;
+        let receipts = synced["ephemeral"]["events"]
+            .as_array()?
+            .iter()
+            .find(|e| e["type"] == "m.receipt")?
+            .clone();
+        let readers = receipts["content"][&sent]["m.read"].as_object()?.clone();
+        readers
+            .keys()
+            .any(|reader| reader.starts_with("@teams_") && *reader != user.user_id)
+            .then_some(())
+    })
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -216,6 +216,14 @@ pub(crate) fn consumption_horizon_url(base: &str, conversation_id: &str) -> Stri
     )
 }
 
+/// Every member's read marker in a thread (field reports).
+pub(crate) fn consumption_horizons_url(base: &str, thread_id: &str) -> String {
+    format!(
+        "{base}/v1/threads/{}/consumptionhorizons",
+        ids::encode(thread_id)
+    )
+}
+
 /// The skypetoken exchange.
 pub(crate) fn authz_url(auth_base: &str) -> String {
     format!("{}/v1.0/authz/consumer", auth_base.trim_end_matches('/'))

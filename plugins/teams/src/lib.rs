@@ -59,7 +59,7 @@ use weft_sdk::{
 };
 
 use crate::api::{Budget, TeamsError};
-use crate::model::{Chat, ConversationPage, MessagePage, Msg, ThreadInfo};
+use crate::model::{Chat, ConversationPage, HorizonPage, MessagePage, Msg, ThreadInfo};
 use crate::session::{Authz, SCOPE, Session, TokenStep};
 use crate::sync::{ChatMark, MediaAuth, Out, Skip, ThreadState};
 
@@ -97,6 +97,9 @@ const SYNCED_AT_STEP_MS: u64 = 60_000;
 const SENT_LOG_LEN: usize = 200;
 /// Tries of a send.
 const SEND_ATTEMPTS: u32 = 4;
+/// After the login sends, how long the others' read markers are looked
+/// at (until they have all read it).
+const READS_WINDOW_MS: u64 = 10 * 60 * 1000;
 
 /// Unix milliseconds.
 fn now_ms() -> u64 {
@@ -742,6 +745,13 @@ impl Teams {
             }
         }
 
+        // Read markers after the messages they point at.
+        for chat in chats {
+            if let Some(mark) = index.get_mut(&chat.thread_id) {
+                self.sync_reads(ctx, chat, mark)?;
+            }
+        }
+
         let resume_from =
             (login.synced_at_ms > 0).then(|| login.synced_at_ms.saturating_sub(RESUME_OVERLAP_MS));
         let mut all_known = true;
@@ -763,6 +773,56 @@ impl Teams {
         // chat seen is known.
         if all_known && now.saturating_sub(login.synced_at_ms) >= SYNCED_AT_STEP_MS {
             login.synced_at_ms = now;
+        }
+        Ok(())
+    }
+
+    /// Queues the receipts of a known chat: the login's own read marker
+    /// when it moved, and, for a while after the login sent a message,
+    /// the other members' (one call, at most as often as discovery runs:
+    /// Teams allows an account about fifteen calls a minute).
+    fn sync_reads(
+        &mut self,
+        ctx: &mut Ctx,
+        chat: &Chat,
+        mark: &mut ChatMark,
+    ) -> Result<(), TeamsError> {
+        let now = now_ms();
+        if let Some(receipt) = sync::own_read_receipt(chat, mark, &ctx.session.mri, now) {
+            events::queue(receipt)?;
+        }
+        if !mark.reads_due(now, ctx.settings.discovery_ms) {
+            return Ok(());
+        }
+        let url = api::consumption_horizons_url(ctx.base(), &chat.thread_id);
+        match ctx.get_json::<HorizonPage>(&url) {
+            Ok(page) => {
+                let receipts = sync::member_read_receipts(
+                    &chat.thread_id,
+                    page.into_reads(),
+                    mark,
+                    &ctx.session.mri,
+                    now,
+                );
+                for receipt in receipts {
+                    events::queue(receipt)?;
+                }
+                Ok(())
+            }
+            Err(error) if stops_sync(&error) => Err(error),
+            Err(error) => {
+                weft_sdk::debug!("read markers of {} not read: {error}", chat.thread_id);
+                Ok(())
+            }
+        }
+    }
+
+    /// Updates chat `chat_id`'s mark in the chat index, if it has one.
+    fn update_mark(chat_id: &str, change: impl FnOnce(&mut ChatMark)) -> Result<(), TeamsError> {
+        let mut index: BTreeMap<String, ChatMark> = load(CHATS_KEY)?.unwrap_or_default();
+        if let Some(mark) = index.get_mut(chat_id) {
+            change(mark);
+            kv::set(CHATS_KEY, &index)?;
         }
         Ok(())
     }
@@ -1102,7 +1162,11 @@ impl Connector for Teams {
             message.html.as_deref(),
             message.reply_to.as_deref(),
         );
-        Ok(self.send_new(&mut ctx, &message.chat_id, &message.event_id, &content)?)
+        let sent = self.send_new(&mut ctx, &message.chat_id, &message.event_id, &content)?;
+        Self::update_mark(&message.chat_id, |mark| {
+            mark.watch_reads(&sent, now_ms(), READS_WINDOW_MS);
+        })?;
+        Ok(sent)
     }
 
     fn handle_matrix_media(&mut self, media: MatrixMedia) -> Result<String> {
@@ -1196,7 +1260,10 @@ impl Connector for Teams {
             if matches!(error, TeamsError::Relogin(_)) {
                 return Err(error.into());
             }
+            return Ok(());
         }
+        // The next listing shows it as the login's own marker: not news.
+        Self::update_mark(chat_id, |mark| mark.own_read = Some(up_to.to_owned()))?;
         Ok(())
     }
 

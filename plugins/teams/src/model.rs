@@ -146,6 +146,64 @@ struct RawConversation {
     thread_properties: Lenient<ThreadProperties>,
     #[serde(rename = "lastMessage")]
     last_message: Lenient<RawMessage>,
+    properties: Lenient<ConversationProperties>,
+}
+
+/// A list item's own `properties`: the login's read marker.
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct ConversationProperties {
+    #[serde(deserialize_with = "flex_string")]
+    consumptionhorizon: Option<String>,
+}
+
+/// The message a consumption horizon (`<message id>;<time ms>;<client
+/// message id>`) reads up to, and when; `None` for `0;0;0`, a member who
+/// never read.
+pub(crate) fn horizon_message(horizon: &str) -> Option<(String, u64)> {
+    let mut parts = horizon.trim().split(';');
+    let id = parts.next()?.trim();
+    if id.is_empty() || id == "0" {
+        return None;
+    }
+    let time = parts
+        .next()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
+    Some((id.to_owned(), time))
+}
+
+/// `GET /v1/threads/{id}/consumptionhorizons`: each member's read marker
+/// (field reports).
+#[derive(Deserialize, Default)]
+#[serde(default)]
+pub(crate) struct HorizonPage {
+    consumptionhorizons: Vec<Lenient<RawHorizon>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(default)]
+struct RawHorizon {
+    #[serde(deserialize_with = "flex_string")]
+    id: Option<String>,
+    #[serde(deserialize_with = "flex_string")]
+    consumptionhorizon: Option<String>,
+}
+
+impl HorizonPage {
+    /// Each member's MRI and the message they read up to, and when
+    /// (`None`: nothing yet).
+    pub(crate) fn into_reads(self) -> Vec<(String, Option<(String, u64)>)> {
+        self.consumptionhorizons
+            .into_iter()
+            .filter_map(|h| h.0)
+            .filter_map(|h| {
+                let member = h.id.and_then(|id| ids::user_from_link(&id))?;
+                let read = h.consumptionhorizon.as_deref().and_then(horizon_message);
+                Some((member, read))
+            })
+            .collect()
+    }
 }
 
 #[derive(Deserialize, Default)]
@@ -185,6 +243,8 @@ pub(crate) struct Chat {
     pub(crate) shape: String,
     /// Its last message, if the list gives it.
     pub(crate) last_message: Option<Msg>,
+    /// The message the login has read up to (on any of its devices).
+    pub(crate) own_read: Option<String>,
 }
 
 impl ConversationPage {
@@ -225,6 +285,12 @@ impl RawConversation {
             .map(|t| crate::html::decode_entities(t.trim()))
             .filter(|t| !t.is_empty());
         let last_message = self.last_message.0.and_then(RawMessage::into_msg);
+        let own_read = self
+            .properties
+            .0
+            .and_then(|p| p.consumptionhorizon)
+            .and_then(|h| horizon_message(&h))
+            .map(|(message, _)| message);
         let marker = [
             self.version.as_deref(),
             self.last_updated_message_id.as_deref(),
@@ -250,6 +316,7 @@ impl RawConversation {
             marker,
             shape,
             last_message,
+            own_read,
         })
     }
 }
@@ -610,6 +677,50 @@ mod tests {
             .unwrap()
             .into_msg()
             .unwrap()
+    }
+
+    #[test]
+    fn read_markers_parse_from_the_list_and_the_thread_and_never_read_is_none() {
+        assert_eq!(
+            horizon_message("1715842512004;1715842513000;1715842512004"),
+            Some(("1715842512004".to_owned(), 1_715_842_513_000))
+        );
+        assert_eq!(horizon_message("0;0;0"), None);
+        assert_eq!(horizon_message(""), None);
+        assert_eq!(horizon_message("17;x"), Some(("17".to_owned(), 0)));
+
+        let page: ConversationPage = serde_json::from_str(
+            r#"{"conversations":[
+                {"id":"19:a@thread.v2","properties":{"consumptionhorizon":"17;18;17"}},
+                {"id":"19:b@thread.v2","properties":{"consumptionhorizon":"0;0;0"}},
+                {"id":"19:c@thread.v2","properties":null}]}"#,
+        )
+        .unwrap();
+        let reads: Vec<_> = page
+            .into_parts()
+            .0
+            .into_iter()
+            .map(|c| c.own_read)
+            .collect();
+        assert_eq!(reads, [Some("17".to_owned()), None, None]);
+
+        let thread: HorizonPage = serde_json::from_str(
+            r#"{"consumptionhorizons":[
+                {"id":"8:live:bob","consumptionhorizon":"17;18;17","messageVisibilityTime":1},
+                {"id":"https://x/v1/users/ME/contacts/8:live:carol","consumptionhorizon":"16;19;0"},
+                {"id":"8:live:dan","consumptionhorizon":"0;0;0"},
+                {"consumptionhorizon":"15;1;1"},
+                "junk"]}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            thread.into_reads(),
+            [
+                ("8:live:bob".to_owned(), Some(("17".to_owned(), 18))),
+                ("8:live:carol".to_owned(), Some(("16".to_owned(), 19))),
+                ("8:live:dan".to_owned(), None),
+            ]
+        );
     }
 
     #[test]

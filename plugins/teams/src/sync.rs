@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use weft_sdk::events::{
     self, Attachment, ChatKind, ChatMember, ChatResync, Delete, Edit, EventSender, HistoryItem,
-    MediaKind, MediaMessage, MediaSource, MediaUrl, Message, Reaction, RemoteEvent,
+    MediaKind, MediaMessage, MediaSource, MediaUrl, Message, Reaction, ReadReceipt, RemoteEvent,
 };
 
 use crate::html;
@@ -168,6 +168,123 @@ pub(crate) struct ChatMark {
     /// Not fetched again before this time (Unix milliseconds).
     #[serde(default, skip_serializing_if = "is_zero_u64")]
     pub(crate) retry_at_ms: u64,
+    /// The message the login had read up to at the last look.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) own_read: Option<String>,
+    /// After the login sends, the others' read markers are looked at
+    /// until they have all read it, or until this time (0: not looked at).
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub(crate) reads_until_ms: u64,
+    /// The message sent that they are to read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) reads_of: Option<String>,
+    /// When the read markers were last looked at.
+    #[serde(default, skip_serializing_if = "is_zero_u64")]
+    pub(crate) reads_checked_ms: u64,
+    /// The other members' read markers, while they are looked at.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub(crate) read_by: BTreeMap<String, String>,
+}
+
+impl ChatMark {
+    /// After the login sent `message`: look at who reads it for a while.
+    pub(crate) fn watch_reads(&mut self, message: &str, now_ms: u64, window_ms: u64) {
+        self.reads_until_ms = now_ms.saturating_add(window_ms);
+        self.reads_of = Some(message.to_owned());
+    }
+
+    /// Stops looking at the others' read markers.
+    fn stop_watching_reads(&mut self) {
+        self.reads_until_ms = 0;
+        self.reads_of = None;
+        self.reads_checked_ms = 0;
+        self.read_by.clear();
+    }
+
+    /// Whether the others' read markers are due for a look now, at most
+    /// every `every_ms`; a window that ran out ends here.
+    pub(crate) fn reads_due(&mut self, now_ms: u64, every_ms: u64) -> bool {
+        if self.reads_until_ms == 0 {
+            return false;
+        }
+        if now_ms >= self.reads_until_ms {
+            self.stop_watching_reads();
+            return false;
+        }
+        if self.reads_checked_ms != 0 && now_ms.saturating_sub(self.reads_checked_ms) < every_ms {
+            return false;
+        }
+        self.reads_checked_ms = now_ms;
+        true
+    }
+}
+
+/// The login's own read marker moved (it read the chat on another
+/// device): a receipt for its Matrix user. Nothing the first time a chat
+/// is seen, or when the marker is the one it set from Matrix.
+pub(crate) fn own_read_receipt(
+    chat: &Chat,
+    mark: &mut ChatMark,
+    me: &str,
+    now_ms: u64,
+) -> Option<RemoteEvent> {
+    let read = chat.own_read.as_ref()?;
+    let previous = mark.own_read.replace(read.clone());
+    if previous.is_none() || previous.as_ref() == Some(read) {
+        return None;
+    }
+    Some(RemoteEvent::ReadReceipt(ReadReceipt {
+        chat_id: chat.thread_id.clone(),
+        sender: events::sender(events::remote_user(me, None), true),
+        up_to: read.clone(),
+        timestamp_ms: now_ms,
+    }))
+}
+
+/// Receipts for the other members whose read markers moved, from
+/// `reads` (member, and the message and time they read up to, if any).
+/// Once they have all read the message the login sent, the markers are
+/// no longer looked at.
+pub(crate) fn member_read_receipts(
+    chat_id: &str,
+    reads: Vec<(String, Option<(String, u64)>)>,
+    mark: &mut ChatMark,
+    me: &str,
+    now_ms: u64,
+) -> Vec<RemoteEvent> {
+    let sent = mark
+        .reads_of
+        .as_deref()
+        .and_then(|id| id.parse::<u64>().ok());
+    let mut others = 0;
+    let mut all_read = true;
+    let mut out = Vec::new();
+    for (member, read) in reads {
+        if ids::same_user(&member, me) {
+            continue;
+        }
+        others += 1;
+        let Some((message, time)) = read else {
+            all_read = false;
+            continue;
+        };
+        let read_sent = sent.is_some_and(|sent| message.parse::<u64>().is_ok_and(|m| m >= sent));
+        all_read &= read_sent;
+        if mark.read_by.get(&member) == Some(&message) {
+            continue;
+        }
+        mark.read_by.insert(member.clone(), message.clone());
+        out.push(RemoteEvent::ReadReceipt(ReadReceipt {
+            chat_id: chat_id.to_owned(),
+            sender: events::sender(events::remote_user(&member, None), false),
+            up_to: message,
+            timestamp_ms: if time > 0 { time } else { now_ms },
+        }));
+    }
+    if others > 0 && all_read && sent.is_some() {
+        mark.stop_watching_reads();
+    }
+    out
 }
 
 fn is_zero_u32(n: &u32) -> bool {
@@ -1409,6 +1526,91 @@ mod tests {
         assert_eq!(ids, ["3", "4"]);
     }
 
+    #[test]
+    fn the_own_read_marker_gives_a_receipt_only_when_it_moves_after_the_first_look() {
+        let mut chat = chat("19:a@thread.v2", false, None);
+        let mut mark = ChatMark::default();
+        chat.own_read = Some("100".into());
+        // First look: recorded, not news.
+        assert!(own_read_receipt(&chat, &mut mark, ME, 5).is_none());
+        assert!(own_read_receipt(&chat, &mut mark, ME, 6).is_none());
+        chat.own_read = Some("200".into());
+        let Some(RemoteEvent::ReadReceipt(receipt)) = own_read_receipt(&chat, &mut mark, ME, 7)
+        else {
+            panic!("a receipt");
+        };
+        assert_eq!(receipt.up_to, "200");
+        assert!(receipt.sender.is_from_me);
+        assert_eq!(receipt.chat_id, "19:a@thread.v2");
+        // A marker set from Matrix is recorded as the mark's already.
+        mark.own_read = Some("300".into());
+        chat.own_read = Some("300".into());
+        assert!(own_read_receipt(&chat, &mut mark, ME, 8).is_none());
+    }
+
+    #[test]
+    fn members_reading_the_sent_message_give_receipts_once_and_end_the_watch() {
+        let mut mark = ChatMark::default();
+        mark.watch_reads("200", 1000, 600_000);
+        assert!(mark.reads_due(1000, 30_000));
+        // Not again within the interval.
+        assert!(!mark.reads_due(2000, 30_000));
+        let read = |who: &str, up_to: &str| (who.to_owned(), Some((up_to.to_owned(), 42)));
+        let receipts = member_read_receipts(
+            "19:a@thread.v2",
+            vec![
+                read(ME, "200"),
+                read("8:live:bob", "200"),
+                read("8:live:carol", "100"),
+            ],
+            &mut mark,
+            ME,
+            1000,
+        );
+        let readers: Vec<(String, String)> = receipts
+            .iter()
+            .map(|r| match r {
+                RemoteEvent::ReadReceipt(r) => (r.sender.user.id.clone(), r.up_to.clone()),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            readers,
+            [
+                ("8:live:bob".to_owned(), "200".to_owned()),
+                ("8:live:carol".to_owned(), "100".to_owned())
+            ]
+        );
+        assert!(mark.reads_until_ms > 0, "carol has not read it yet");
+        // Nobody has read anything yet: still watching.
+        let mut fresh = ChatMark::default();
+        fresh.watch_reads("200", 1000, 600_000);
+        let unread = vec![("8:live:bob".to_owned(), None)];
+        assert!(member_read_receipts("19:a@thread.v2", unread, &mut fresh, ME, 1000).is_empty());
+        assert!(fresh.reads_until_ms > 0);
+        // Bob's unchanged marker is not news; Carol catches up.
+        let receipts = member_read_receipts(
+            "19:a@thread.v2",
+            vec![read("8:live:bob", "200"), read("8:live:carol", "200")],
+            &mut mark,
+            ME,
+            31_000,
+        );
+        assert_eq!(receipts.len(), 1);
+        assert_eq!(mark.reads_until_ms, 0, "everyone read it: the watch ends");
+        assert!(mark.read_by.is_empty());
+        assert!(!mark.reads_due(62_000, 30_000));
+    }
+
+    #[test]
+    fn a_watch_for_reads_ends_when_its_window_does() {
+        let mut mark = ChatMark::default();
+        mark.watch_reads("200", 1000, 600_000);
+        assert!(mark.reads_due(1000, 30_000));
+        assert!(!mark.reads_due(601_000, 30_000));
+        assert_eq!(mark, ChatMark::default());
+    }
+
     fn chat(thread_id: &str, direct: bool, topic: Option<&str>) -> Chat {
         Chat {
             conversation_id: thread_id.into(),
@@ -1418,6 +1620,7 @@ mod tests {
             marker: "m".into(),
             shape: "s".into(),
             last_message: None,
+            own_read: None,
         }
     }
 

@@ -5,7 +5,7 @@
 //! service and a real Synapse are in `tests/it/teams.rs`.
 
 use serde_json::{Value, json};
-use weft_testing::{ChatKind, Harness, RecordedRequest, Reply, StateKind};
+use weft_testing::{ChatKind, Harness, RecordedRequest, RemoteEvent, Reply, StateKind};
 
 const AUTH: &str = "https://teams.test/api/auth";
 const CHAT: &str = "https://msgapi.teams.test";
@@ -93,7 +93,17 @@ fn message(id: u64, from: &str, name: &str, content: &str) -> Value {
 
 /// One DM with Bob, whose last message is `last`, and its messages.
 fn a_dm_with_bob(harness: &Harness, messages: Vec<Value>) {
+    a_dm_with_bob_read_up_to(harness, messages, None);
+}
+
+/// The same, with Alice's own read marker (`consumptionhorizon`) at
+/// message `read`.
+fn a_dm_with_bob_read_up_to(harness: &Harness, messages: Vec<Value>, read: Option<u64>) {
     let last = messages.last().cloned().unwrap_or_else(|| json!({}));
+    let mut properties = json!({ "isemptyconversation": "false" });
+    if let Some(read) = read {
+        properties["consumptionhorizon"] = json!(format!("{read};{read};{read}"));
+    }
     harness.http().on(
         "GET",
         &format!("{CHAT}/v1/users/ME/conversations"),
@@ -104,7 +114,7 @@ fn a_dm_with_bob(harness: &Harness, messages: Vec<Value>) {
                     "id": DM,
                     "type": "Conversation",
                     "version": 1,
-                    "properties": { "isemptyconversation": "false" },
+                    "properties": properties,
                     "lastMessage": last,
                     "threadProperties": {
                         "threadType": "chat",
@@ -361,5 +371,74 @@ async fn a_picture_on_a_host_that_only_looks_like_the_media_service_becomes_a_no
             .http()
             .requests_to("https://us-api.asm.skype.com.evil.test"),
         []
+    );
+}
+
+#[tokio::test]
+async fn bob_reading_what_alice_sent_and_alice_reading_on_her_phone_come_back_as_read_receipts() {
+    let harness = teams().await;
+    skypetoken_exchange(&harness, "skype-1");
+    let hello = message(T0, BOB, "Bob", "<p>hello</p>");
+    a_dm_with_bob_read_up_to(&harness, vec![hello.clone()], Some(T0));
+    let login = harness.login(ME, alice()).await.unwrap();
+    login.fire("connect").await.unwrap();
+
+    // Alice answers from Matrix; Teams gives the message its id.
+    let sent = T0 + 2000;
+    harness.http().on(
+        "POST",
+        &format!("{CHAT}/v1/users/ME/conversations/{}/messages", encoded(DM)),
+        Reply::json(201, json!({ "OriginalArrivalTime": sent })),
+    );
+    assert_eq!(
+        login.send_text(DM, "see you at noon").await.unwrap(),
+        sent.to_string()
+    );
+    // Bob reads it.
+    let horizons = format!("{CHAT}/v1/threads/{}/consumptionhorizons", encoded(DM));
+    harness.http().on(
+        "GET",
+        &horizons,
+        Reply::json(
+            200,
+            json!({ "consumptionhorizons": [
+                { "id": ME, "consumptionhorizon": format!("{sent};{sent};{sent}") },
+                { "id": BOB, "consumptionhorizon": format!("{sent};{};0", sent + 500) },
+            ]}),
+        ),
+    );
+    login.fire("poll").await.unwrap();
+
+    let receipts = |login: &weft_testing::TestLogin| -> Vec<(String, bool, String)> {
+        login
+            .events()
+            .into_iter()
+            .filter_map(|event| match event {
+                RemoteEvent::ReadReceipt(r) => {
+                    Some((r.sender.user.id, r.sender.is_from_me, r.up_to))
+                }
+                _ => None,
+            })
+            .collect()
+    };
+    assert_eq!(
+        receipts(&login),
+        [(BOB.to_owned(), false, sent.to_string())]
+    );
+    // Everyone has read it: the next polls leave the read markers alone.
+    login.fire("poll").await.unwrap();
+    assert_eq!(harness.http().requests_to(&horizons).len(), 1);
+
+    // Alice reads Bob's answer on her phone: her own marker moves.
+    let answer = message(T0 + 3000, BOB, "Bob", "<p>noon it is</p>");
+    a_dm_with_bob_read_up_to(&harness, vec![hello, answer], Some(T0 + 3000));
+    login.fire("poll").await.unwrap();
+    assert_eq!(
+        receipts(&login).last(),
+        Some(&(ME.to_owned(), true, (T0 + 3000).to_string()))
+    );
+    assert_eq!(
+        login.messages().last().map(|m| m.text.as_str()),
+        Some("noon it is")
     );
 }
