@@ -34,14 +34,16 @@ step "building weft, the echo service, the fake Teams, the Brmble client and the
 # so one build serves both.
 cargo build --workspace --locked
 cargo weft build -p echo -p msal -p teams -p brmble
-WEFT="$ROOT/target/debug/weft"
-ECHO_SERVICE="$ROOT/target/debug/echo-service"
-FAKE_TEAMS="$ROOT/target/debug/fake-teams"
-BRMBLE_CLIENT="$ROOT/target/debug/brmble-client"
+# Where cargo put them: CARGO_TARGET_DIR if set (a shared target dir).
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}"
+WEFT="$TARGET/debug/weft"
+ECHO_SERVICE="$TARGET/debug/echo-service"
+FAKE_TEAMS="$TARGET/debug/fake-teams"
+BRMBLE_CLIENT="$TARGET/debug/brmble-client"
 
 mkdir -p "$DEV/plugins" "$DEV/synapse/media"
 for plugin in echo msal teams brmble; do
-  cp "target/plugins/$plugin.wasm" "$DEV/plugins/$plugin.wasm"
+  cp "$TARGET/plugins/$plugin.wasm" "$DEV/plugins/$plugin.wasm"
 done
 secret() { head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n'; }
 if [ ! -f "$DEV/weft.toml" ]; then
@@ -254,7 +256,8 @@ fi
 
 cat <<EOF
 
-weft is starting. Log in with any Matrix client:
+weft starts now (ready when it logs "weft is running"). Log in with any
+Matrix client:
   homeserver   http://127.0.0.1:$HS_PORT   (server name: localhost)
   user         @$MATRIX_USER:localhost
   password     $MATRIX_PASSWORD
@@ -279,7 +282,9 @@ all of it at http://127.0.0.1:$TEAMS_PORT/fake). In the same chat with the bot:
     the session from http://127.0.0.1:$TEAMS_PORT/fake/session/bob (or /alice)
     and paste it there
 Each Teams account gets its own rooms. Write in "Teams Echo" and the echo
-account answers.
+account answers. To write as someone on the Teams side (Bob, say), use the
+forms under "Chats" at http://127.0.0.1:$TEAMS_PORT/fake. Everything the
+fake Teams holds, messages from Matrix included, is in .dev/fake-teams.json.
 
 $BRMBLE_NOTE
 

@@ -1,7 +1,9 @@
 //! Pages for a person running the demo, standing in for what real
 //! Microsoft serves elsewhere: the device-code approval page
-//! (microsoft.com/devicelogin) and a signed-in teams.live.com tab, whose
-//! console capture the web login asks for. Plain HTML, no scripts.
+//! (microsoft.com/devicelogin), a signed-in teams.live.com tab, whose
+//! console capture the web login asks for, and the Teams app itself: a
+//! form that posts in a chat as one of its members. Plain HTML, no
+//! scripts.
 
 use axum::Router;
 use axum::body::Bytes;
@@ -19,6 +21,7 @@ pub(crate) fn routes() -> Router<App> {
         .route("/fake", get(index))
         .route("/fake/devicelogin", get(device_login).post(approve))
         .route("/fake/session/{username}", get(session))
+        .route("/fake/post", axum::routing::post(post_as))
         .layer(DefaultBodyLimit::max(16 << 10))
 }
 
@@ -59,15 +62,104 @@ async fn index(State(app): State<App>) -> Response {
             )
         })
         .collect();
+    let mut chats: Vec<_> = state.chats.values().collect();
+    chats.sort_by_key(|c| c.index);
+    let chats: String = chats
+        .iter()
+        .map(|chat| {
+            let names: Vec<String> = chat
+                .members
+                .iter()
+                .map(|m| state.display_name(&m.mri))
+                .collect();
+            let options: String = chat
+                .members
+                .iter()
+                .filter_map(|m| state.profiles.get(&m.mri))
+                .map(|p| {
+                    format!(
+                        "<option value=\"{}\">{}</option>",
+                        escape(&p.handle),
+                        escape(&p.account.name)
+                    )
+                })
+                .collect();
+            format!(
+                "<li><b>{}</b> ({}, {} messages)<form method=\"post\" action=\"/fake/post\">\
+<input type=\"hidden\" name=\"chat\" value=\"{}\"><select name=\"account\" aria-label=\"as\">{options}</select> \
+<input name=\"text\" required aria-label=\"message\" placeholder=\"a message\"> <button>Post</button></form></li>",
+                escape(chat.topic.as_deref().unwrap_or("direct chat")),
+                escape(&names.join(", ")),
+                chat.messages.len(),
+                escape(&chat.key),
+            )
+        })
+        .collect();
     page(
         StatusCode::OK,
         "Fake Teams",
         &format!(
             "<h2>Accounts</h2><ul>{rows}</ul><h2>Logging in</h2><ul>\
 <li>Device code: the bridge shows a code; enter it at <a href=\"/fake/devicelogin\">/fake/devicelogin</a>.</li>\
-<li>Web session: open an account's web session page and paste its capture into the bridge.</li></ul>"
+<li>Web session: open an account's web session page and paste its capture into the bridge.</li></ul>\
+<h2 id=\"chats\">Chats</h2><p>Post in a chat as one of its members, as from the Teams app.</p><ul>{chats}</ul>"
         ),
     )
+}
+
+/// # `POST /fake/post`
+///
+/// Posts `text` in `chat` as member `account` (a handle or sign-in name),
+/// as the Teams app would, then goes back to the index.
+async fn post_as(State(app): State<App>, body: Bytes) -> Response {
+    let (mut chat, mut handle, mut text) = (String::new(), String::new(), String::new());
+    for (name, value) in url::form_urlencoded::parse(&body) {
+        match name.as_ref() {
+            "chat" => chat = value.into_owned(),
+            "account" => handle = value.into_owned(),
+            "text" => text = value.into_owned(),
+            _ => {}
+        }
+    }
+    let refused = |status, title: &str, why: &str| {
+        page(
+            status,
+            title,
+            &format!("<p>{}. <a href=\"/fake#chats\">Back</a>.</p>", escape(why)),
+        )
+    };
+    let mut state = app.lock();
+    let Some(key) = state.resolve(&chat) else {
+        return refused(
+            StatusCode::NOT_FOUND,
+            "Unknown chat",
+            "There is no such chat",
+        );
+    };
+    let Some(mri) = state.profile_by_handle(&handle).map(|p| p.mri()) else {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "Unknown account",
+            "Pick an account",
+        );
+    };
+    if !state.chats[&key].is_member(&mri) {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "Not a member",
+            "That account is not in this chat",
+        );
+    }
+    if text.trim().is_empty() {
+        return refused(
+            StatusCode::BAD_REQUEST,
+            "Nothing to post",
+            "Write a message",
+        );
+    }
+    let draft = state.typed(&text);
+    state.post(&key, &mri, draft);
+    (StatusCode::SEE_OTHER, [(header::LOCATION, "/fake#chats")]).into_response()
 }
 
 /// # `GET /fake/devicelogin?code=`

@@ -1077,3 +1077,61 @@ async fn both_chat_service_bases_serve_the_same_chats_with_their_own_links() {
         .await;
     assert_eq!(status, 403);
 }
+
+#[tokio::test]
+async fn the_demo_index_posts_in_a_chat_as_one_of_its_members() {
+    let fake = FakeTeams::start().await;
+    let alice = fake.add_account("alice", "Alice Example");
+    let bob = fake.add_account("bob", "Bob Example");
+    fake.add_account("carol", "Carol Example");
+    let dm = fake.dm(&alice, &bob);
+    init_tls();
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let index = http
+        .get(format!("{}/fake", fake.base_url()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        index.contains("action=\"/fake/post\"") && index.contains(&dm),
+        "{index}"
+    );
+    let post = |account: &'static str, text: &'static str, chat: String| {
+        let http = http.clone();
+        let url = format!("{}/fake/post", fake.base_url());
+        async move {
+            http.post(url)
+                .form_pairs(&[
+                    ("chat", chat.as_str()),
+                    ("account", account),
+                    ("text", text),
+                ])
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let posted = post("bob", "hi from the <b>app</b>", dm.clone()).await;
+    assert_eq!(posted.status(), 303);
+    let messages = fake.messages(&dm);
+    assert_eq!(messages.len(), 1);
+    assert_eq!(messages[0].sender, bob.mri);
+    assert_eq!(messages[0].text(), "hi from the <b>app</b>");
+    // Someone outside the chat, an unknown chat and an empty message are
+    // refused, and nothing is posted.
+    assert_eq!(post("carol", "let me in", dm.clone()).await.status(), 400);
+    assert_eq!(
+        post("bob", "where?", "19:nope@thread.v2".into())
+            .await
+            .status(),
+        404
+    );
+    assert_eq!(post("bob", " ", dm.clone()).await.status(), 400);
+    assert_eq!(fake.messages(&dm).len(), 1);
+}
