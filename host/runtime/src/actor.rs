@@ -303,7 +303,11 @@ impl LoginSlot {
     /// waiting: the actor sees them closed, retires its instance and
     /// ends, as after a stop. For a registry dropped without `shutdown`.
     pub(crate) fn close(&self) {
-        let mut state = self.lock();
+        // Called from a `Drop`: a poisoned lock must not panic there.
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         state.retired = true;
         state.live = None;
     }

@@ -139,7 +139,14 @@ pub fn resolve(
             .iter()
             .any(|granted| granted.covers(&pattern))
         {
-            return Err(not_granted(format!("http: {pattern}")));
+            // Name the setting a `${…}` request came from: the operator may
+            // grant its origin or point the setting at one already granted.
+            let from_setting = raw
+                .strip_prefix("${")
+                .and_then(|r| r.strip_suffix('}'))
+                .map(|name| format!(" (from setting `{name}`)"))
+                .unwrap_or_default();
+            return Err(not_granted(format!("http: {pattern}{from_setting}")));
         }
         allowed.push(pattern);
     }
@@ -588,6 +595,33 @@ mod tests {
         // The plugin may reach the configured origin and nothing else.
         assert!(caps.http[0].matches(&url("http://127.0.0.1:8090/api/chats")));
         assert!(!caps.http[0].matches(&url("http://127.0.0.1:9999/")));
+    }
+
+    #[test]
+    fn a_setting_placeholder_beyond_the_grant_is_refused_naming_the_setting() {
+        let manifest = manifest(
+            "[capabilities]\nhttp = [\"${media-url}\"]\n[settings.media-url]\ntype = \"url\"\ndefault = \"https://*.asm.skype.com\"\n",
+        );
+        let settings = resolve_settings(&manifest, &toml::Table::new()).unwrap();
+        let grants = PluginGrants {
+            http: vec!["http://127.0.0.1:*".into()],
+            ..Default::default()
+        };
+        let error = resolve(
+            &manifest,
+            &settings,
+            &grants,
+            &RuntimeConfig::default(),
+            &HttpConfig::default(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            error,
+            GrantError::NotGranted {
+                plugin: "echo".into(),
+                capability: "http: https://*.asm.skype.com:443 (from setting `media-url`)".into()
+            }
+        );
     }
 
     #[test]

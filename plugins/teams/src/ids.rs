@@ -91,7 +91,10 @@ pub(crate) fn is_system_feed(conversation_id: &str) -> bool {
 
 /// The origin of an absolute `http(s)` URL, normalized:
 /// `scheme://host:port` in lower case with the default port filled in.
-/// `None` for anything else, or a URL with credentials.
+/// `None` for anything else, a URL with credentials, or an authority
+/// with a character no host name has (a `\`, which URL parsers read as a
+/// path separator, would otherwise make this host and the one fetched
+/// differ).
 pub(crate) fn origin(url: &str) -> Option<String> {
     let (scheme, rest) = url.trim().split_once("://")?;
     let scheme = scheme.to_ascii_lowercase();
@@ -101,7 +104,8 @@ pub(crate) fn origin(url: &str) -> Option<String> {
         _ => return None,
     };
     let authority = rest.split(['/', '?', '#']).next().unwrap_or(rest);
-    if authority.is_empty() || authority.contains('@') {
+    let host_char = |c: char| c.is_ascii_alphanumeric() || "-._:[]*".contains(c);
+    if authority.is_empty() || !authority.chars().all(host_char) {
         return None;
     }
     let authority = authority.to_ascii_lowercase();
@@ -272,8 +276,11 @@ mod tests {
             origin("http://127.0.0.1:8080/msgapi").as_deref(),
             Some("http://127.0.0.1:8080")
         );
-        // Credentials in a URL are refused.
+        // Credentials in a URL are refused, and so is an authority a URL
+        // parser would split elsewhere.
         assert_eq!(origin("https://user@evil.com/"), None);
+        assert_eq!(origin("https://evil.test\\.asm.skype.com/x"), None);
+        assert_eq!(origin("https://evil.test%2f.asm.skype.com/x"), None);
         assert_eq!(origin("ftp://x/"), None);
         let base = "http://127.0.0.1:8080/msgapi";
         // The same origin is followed.

@@ -181,6 +181,9 @@ struct LoginState {
     /// The last bridge state reported.
     #[serde(default)]
     state: Option<String>,
+    /// When a chat's read markers were last looked at.
+    #[serde(default)]
+    reads_checked_ms: u64,
 }
 
 fn load<T: DeserializeOwned>(key: &str) -> Result<Option<T>, TeamsError> {
@@ -745,13 +748,6 @@ impl Teams {
             }
         }
 
-        // Read markers after the messages they point at.
-        for chat in chats {
-            if let Some(mark) = index.get_mut(&chat.thread_id) {
-                self.sync_reads(ctx, chat, mark)?;
-            }
-        }
-
         let resume_from =
             (login.synced_at_ms > 0).then(|| login.synced_at_ms.saturating_sub(RESUME_OVERLAP_MS));
         let mut all_known = true;
@@ -774,26 +770,56 @@ impl Teams {
         if all_known && now.saturating_sub(login.synced_at_ms) >= SYNCED_AT_STEP_MS {
             login.synced_at_ms = now;
         }
-        Ok(())
+
+        // Read markers last, and only of chats whose messages are all in:
+        // a receipt points at a message.
+        for chat in chats {
+            if let Some(mark) = index.get_mut(&chat.thread_id)
+                && mark.is_up_to_date(chat)
+                && let Some(receipt) = sync::own_read_receipt(chat, mark, &ctx.session.mri, now)
+            {
+                events::queue(receipt)?;
+            }
+        }
+        self.sync_member_reads(ctx, chats, index, login)
     }
 
-    /// Queues the receipts of a known chat: the login's own read marker
-    /// when it moved, and, for a while after the login sent a message,
-    /// the other members' (one call, at most as often as discovery runs:
-    /// Teams allows an account about fifteen calls a minute).
-    fn sync_reads(
+    /// The other members' read markers of one chat watched for reads
+    /// (after the login sent in it), the one looked at longest ago: one
+    /// call at most as often as discovery runs, for the whole login, so
+    /// watching costs little of the fifteen calls a minute Teams allows.
+    fn sync_member_reads(
         &mut self,
         ctx: &mut Ctx,
-        chat: &Chat,
-        mark: &mut ChatMark,
+        chats: &[Chat],
+        index: &mut BTreeMap<String, ChatMark>,
+        login: &mut LoginState,
     ) -> Result<(), TeamsError> {
         let now = now_ms();
-        if let Some(receipt) = sync::own_read_receipt(chat, mark, &ctx.session.mri, now) {
-            events::queue(receipt)?;
-        }
-        if !mark.reads_due(now, ctx.settings.discovery_ms) {
+        let watched: BTreeSet<String> = index
+            .iter_mut()
+            .filter_map(|(id, mark)| mark.watching_reads(now).then(|| id.clone()))
+            .collect();
+        if watched.is_empty()
+            || now.saturating_sub(login.reads_checked_ms) < ctx.settings.discovery_ms
+        {
             return Ok(());
         }
+        let next = chats
+            .iter()
+            .filter(|chat| watched.contains(&chat.thread_id))
+            .filter_map(|chat| Some((chat, index.get(&chat.thread_id)?)))
+            .filter(|(chat, mark)| mark.is_up_to_date(chat))
+            .min_by_key(|(_, mark)| mark.reads_checked_ms)
+            .map(|(chat, _)| chat);
+        let Some(chat) = next else {
+            return Ok(());
+        };
+        let Some(mark) = index.get_mut(&chat.thread_id) else {
+            return Ok(());
+        };
+        login.reads_checked_ms = now;
+        mark.reads_checked_ms = now;
         let url = api::consumption_horizons_url(ctx.base(), &chat.thread_id);
         match ctx.get_json::<HorizonPage>(&url) {
             Ok(page) => {
@@ -809,6 +835,8 @@ impl Teams {
                 }
                 Ok(())
             }
+            // Out of this sync's time: the next one looks.
+            Err(TeamsError::OutOfTime) => Ok(()),
             Err(error) if stops_sync(&error) => Err(error),
             Err(error) => {
                 weft_sdk::debug!("read markers of {} not read: {error}", chat.thread_id);
@@ -1163,9 +1191,12 @@ impl Connector for Teams {
             message.reply_to.as_deref(),
         );
         let sent = self.send_new(&mut ctx, &message.chat_id, &message.event_id, &content)?;
-        Self::update_mark(&message.chat_id, |mark| {
+        // Best effort: the message is in Teams whatever happens here.
+        if let Err(error) = Self::update_mark(&message.chat_id, |mark| {
             mark.watch_reads(&sent, now_ms(), READS_WINDOW_MS);
-        })?;
+        }) {
+            weft_sdk::debug!("not watching who reads {sent}: {error}");
+        }
         Ok(sent)
     }
 
@@ -1263,7 +1294,11 @@ impl Connector for Teams {
             return Ok(());
         }
         // The next listing shows it as the login's own marker: not news.
-        Self::update_mark(chat_id, |mark| mark.own_read = Some(up_to.to_owned()))?;
+        if let Err(error) =
+            Self::update_mark(chat_id, |mark| mark.own_read = Some(up_to.to_owned()))
+        {
+            weft_sdk::debug!("read marker {up_to} not recorded: {error}");
+        }
         Ok(())
     }
 

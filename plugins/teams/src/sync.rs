@@ -201,21 +201,19 @@ impl ChatMark {
         self.read_by.clear();
     }
 
-    /// Whether the others' read markers are due for a look now, at most
-    /// every `every_ms`; a window that ran out ends here.
-    pub(crate) fn reads_due(&mut self, now_ms: u64, every_ms: u64) -> bool {
-        if self.reads_until_ms == 0 {
-            return false;
-        }
-        if now_ms >= self.reads_until_ms {
+    /// Whether the others' read markers are being watched; a watch whose
+    /// window ran out ends here.
+    pub(crate) fn watching_reads(&mut self, now_ms: u64) -> bool {
+        if self.reads_until_ms != 0 && now_ms >= self.reads_until_ms {
             self.stop_watching_reads();
-            return false;
         }
-        if self.reads_checked_ms != 0 && now_ms.saturating_sub(self.reads_checked_ms) < every_ms {
-            return false;
-        }
-        self.reads_checked_ms = now_ms;
-        true
+        self.reads_until_ms != 0
+    }
+
+    /// Whether the chat's messages are all in: it was fetched at its
+    /// current marker (receipts point at messages, which must come first).
+    pub(crate) fn is_up_to_date(&self, chat: &Chat) -> bool {
+        self.marker.as_deref() == Some(chat.marker.as_str())
     }
 }
 
@@ -1552,9 +1550,7 @@ mod tests {
     fn members_reading_the_sent_message_give_receipts_once_and_end_the_watch() {
         let mut mark = ChatMark::default();
         mark.watch_reads("200", 1000, 600_000);
-        assert!(mark.reads_due(1000, 30_000));
-        // Not again within the interval.
-        assert!(!mark.reads_due(2000, 30_000));
+        assert!(mark.watching_reads(1000));
         let read = |who: &str, up_to: &str| (who.to_owned(), Some((up_to.to_owned(), 42)));
         let receipts = member_read_receipts(
             "19:a@thread.v2",
@@ -1599,15 +1595,16 @@ mod tests {
         assert_eq!(receipts.len(), 1);
         assert_eq!(mark.reads_until_ms, 0, "everyone read it: the watch ends");
         assert!(mark.read_by.is_empty());
-        assert!(!mark.reads_due(62_000, 30_000));
+        assert!(!mark.watching_reads(62_000));
     }
 
     #[test]
     fn a_watch_for_reads_ends_when_its_window_does() {
         let mut mark = ChatMark::default();
         mark.watch_reads("200", 1000, 600_000);
-        assert!(mark.reads_due(1000, 30_000));
-        assert!(!mark.reads_due(601_000, 30_000));
+        assert!(mark.watching_reads(1000));
+        assert!(mark.watching_reads(600_999));
+        assert!(!mark.watching_reads(601_000));
         assert_eq!(mark, ChatMark::default());
     }
 

@@ -425,8 +425,9 @@ async fn bob_reading_what_alice_sent_and_alice_reading_on_her_phone_come_back_as
         receipts(&login),
         [(BOB.to_owned(), false, sent.to_string())]
     );
-    // Everyone has read it: the next polls leave the read markers alone.
-    login.fire("poll").await.unwrap();
+    // Everyone has read it: the chat is no longer watched for reads.
+    let index: Value = serde_json::from_slice(&login.kv()["chats"]).unwrap();
+    assert!(index[DM].get("reads_until_ms").is_none(), "{index}");
     assert_eq!(harness.http().requests_to(&horizons).len(), 1);
 
     // Alice reads Bob's answer on her phone: her own marker moves.

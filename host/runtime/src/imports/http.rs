@@ -195,11 +195,12 @@ pub(crate) async fn send(
         let _abandoned = AbortOnDrop(exchange.abort_handle());
         let (response, set_cookies) = exchange
             .await
-            .map_err(|e| HttpError::Protocol(format!("the request's task failed: {e}")))??;
+            .map_err(|e| HttpError::Protocol(format!("the request's task failed: {e}")))?;
+        // Cookies count even when the body is then refused or cut short.
         if let Some(jar) = cookies {
             jar.set_cookies(&mut set_cookies.iter(), &url);
         }
-        Ok(response)
+        response
     }
 }
 
@@ -215,22 +216,37 @@ impl Drop for AbortOnDrop {
 }
 
 /// Sends the request and reads the response, up to `cap` bytes, by
-/// `give_up`. Gives the response and its `Set-Cookie` values.
+/// `give_up`. Gives the response, and the `Set-Cookie` values of any
+/// response that came.
 async fn exchange(
     builder: reqwest::RequestBuilder,
     give_up: tokio::time::Instant,
     cap: u64,
-) -> Result<(Response, Vec<HeaderValue>), HttpError> {
-    let mut response = tokio::time::timeout_at(give_up, builder.send())
-        .await
-        .map_err(|_| HttpError::Timeout)?
-        .map_err(classify)?;
+) -> (Result<Response, HttpError>, Vec<HeaderValue>) {
+    let response = match tokio::time::timeout_at(give_up, builder.send()).await {
+        Err(_) => Err(HttpError::Timeout),
+        Ok(sent) => sent.map_err(classify),
+    };
+    let response = match response {
+        Ok(response) => response,
+        Err(error) => return (Err(error), Vec::new()),
+    };
     let set_cookies: Vec<HeaderValue> = response
         .headers()
         .get_all(SET_COOKIE)
         .iter()
         .cloned()
         .collect();
+    (read_body(response, give_up, cap).await, set_cookies)
+}
+
+/// The rest of an exchange once the response's head came: its body, up
+/// to `cap` bytes, by `give_up`.
+async fn read_body(
+    mut response: reqwest::Response,
+    give_up: tokio::time::Instant,
+    cap: u64,
+) -> Result<Response, HttpError> {
     if response.content_length().is_some_and(|len| len > cap) {
         return Err(HttpError::TooLarge(cap));
     }
@@ -249,14 +265,11 @@ async fn exchange(
         }
         body.extend_from_slice(&chunk);
     }
-    Ok((
-        Response {
-            status,
-            headers,
-            body,
-        },
-        set_cookies,
-    ))
+    Ok(Response {
+        status,
+        headers,
+        body,
+    })
 }
 
 /// Sends `request` through the embedder's transport, under the same
