@@ -5,7 +5,7 @@
 //! service and a real Synapse are in `tests/it/teams.rs`.
 
 use serde_json::{Value, json};
-use weft_testing::{ChatKind, Harness, RecordedRequest, RemoteEvent, Reply, StateKind};
+use weft_testing::{ChatKind, Harness, RecordedRequest, RemoteEvent, Reply, StateKind, TestLogin};
 
 const AUTH: &str = "https://teams.test/api/auth";
 const CHAT: &str = "https://msgapi.teams.test";
@@ -283,17 +283,15 @@ async fn rate_limited_by_teams_the_login_waits_as_long_as_retry_after_says() {
     assert_eq!(harness.http().requests(), []);
 }
 
-#[tokio::test]
-async fn a_picture_in_skypes_media_service_is_fetched_with_the_skypetoken_under_the_default_grant()
-{
-    let harness = teams().await;
-    skypetoken_exchange(&harness, "skype-1");
+/// Alice's login, connected, after Bob sent `name`, a picture whose
+/// media-service object is `object` (a `RichText/UriObject` message).
+async fn a_picture_from_bob(harness: &Harness, object: &str, name: &str) -> TestLogin {
+    skypetoken_exchange(harness, "skype-1");
     let hello = message(T0, BOB, "Bob", "<p>hello</p>");
-    a_dm_with_bob(&harness, vec![hello.clone()]);
+    a_dm_with_bob(harness, vec![hello.clone()]);
     let login = harness.login(ME, alice()).await.unwrap();
     login.fire("connect").await.unwrap();
 
-    let object = "https://us-api.asm.skype.com/v1/objects/0-wus-d1-cat";
     let mut picture = message(
         T0 + 1000,
         BOB,
@@ -301,13 +299,22 @@ async fn a_picture_in_skypes_media_service_is_fetched_with_the_skypetoken_under_
         &format!(
             "<URIObject type=\"Picture.1\" uri=\"{object}\">To view this shared photo, go to: \
              <a href=\"https://login.skype.com/login/sso?go=xmmfallback?pic=0-wus-d1-cat\">\
-             link</a><OriginalName v=\"cat.png\"></OriginalName><FileSize v=\"4\"></FileSize>\
+             link</a><OriginalName v=\"{name}\"></OriginalName><FileSize v=\"4\"></FileSize>\
              </URIObject>"
         ),
     );
     picture["messagetype"] = json!("RichText/UriObject");
-    a_dm_with_bob(&harness, vec![hello, picture]);
+    a_dm_with_bob(harness, vec![hello, picture]);
     login.fire("poll").await.unwrap();
+    login
+}
+
+#[tokio::test]
+async fn a_picture_in_skypes_media_service_is_fetched_with_the_skypetoken_under_the_default_grant()
+{
+    let harness = teams().await;
+    let object = "https://us-api.asm.skype.com/v1/objects/0-wus-d1-cat";
+    let login = a_picture_from_bob(&harness, object, "cat.png").await;
 
     let media = login.media();
     assert_eq!(media.len(), 1, "{:?}", login.events());
@@ -335,25 +342,9 @@ async fn a_picture_in_skypes_media_service_is_fetched_with_the_skypetoken_under_
 async fn a_picture_on_a_host_that_only_looks_like_the_media_service_becomes_a_note_and_is_never_fetched()
  {
     let harness = teams().await;
-    skypetoken_exchange(&harness, "skype-1");
-    let hello = message(T0, BOB, "Bob", "<p>hello</p>");
-    a_dm_with_bob(&harness, vec![hello.clone()]);
-    let login = harness.login(ME, alice()).await.unwrap();
-    login.fire("connect").await.unwrap();
-
     // A name that merely ends like the media service's.
     let object = "https://us-api.asm.skype.com.evil.test/v1/objects/0-x";
-    let mut picture = message(
-        T0 + 1000,
-        BOB,
-        "Bob",
-        &format!(
-            "<URIObject type=\"Picture.1\" uri=\"{object}\"><OriginalName v=\"x.png\"></OriginalName></URIObject>"
-        ),
-    );
-    picture["messagetype"] = json!("RichText/UriObject");
-    a_dm_with_bob(&harness, vec![hello, picture]);
-    login.fire("poll").await.unwrap();
+    let login = a_picture_from_bob(&harness, object, "x.png").await;
 
     // The host refuses to queue a file it may not fetch; the chat gets a
     // note instead, and the poll goes on.
@@ -409,7 +400,7 @@ async fn bob_reading_what_alice_sent_and_alice_reading_on_her_phone_come_back_as
     );
     login.fire("poll").await.unwrap();
 
-    let receipts = |login: &weft_testing::TestLogin| -> Vec<(String, bool, String)> {
+    let receipts = |login: &TestLogin| -> Vec<(String, bool, String)> {
         login
             .events()
             .into_iter()
