@@ -9,8 +9,9 @@ use reqwest::Method;
 use serde_json::{Value, json};
 use weft_host::logins::{LoginKey, StateEvent};
 use weft_tests::bridge::{BridgeEnv, BridgeOptions, step_path};
+use weft_tests::fault_proxy::FaultProxy;
 use weft_tests::matrix::MatrixUser;
-use weft_tests::ms_identity::Call;
+use weft_tests::ms_identity::{Call, TokenKind};
 use weft_tests::msal_cache::MsalCache;
 use weft_tests::{eventually, now_secs, web_session};
 
@@ -26,7 +27,11 @@ impl Teams {
 
     /// Starts with the bridge's options changed by `change`.
     async fn start_with(change: impl FnOnce(&mut BridgeOptions)) -> Self {
-        let fake = FakeTeams::start().await;
+        Self::start_on(FakeTeams::start().await, change).await
+    }
+
+    /// Starts a bridge to `fake`, with its options changed by `change`.
+    async fn start_on(fake: FakeTeams, change: impl FnOnce(&mut BridgeOptions)) -> Self {
         let base = fake.base_url();
         let mut options = BridgeOptions {
             plugins: vec!["msal", "teams"],
@@ -266,6 +271,92 @@ async fn expired_tokens_are_renewed_refresh_then_skypetoken_and_syncing_goes_on(
     assert_eq!(record.state.state_event, StateEvent::Connected);
     let refresh = &identity.calls_where(Call::is_spa_refresh)[0];
     assert_eq!(refresh.origin.as_deref(), Some("https://teams.live.com"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sign_in_service_outage_is_a_transient_disconnect_that_ends_with_the_rotated_token_kept()
+{
+    // MSAL reaches Microsoft's sign-in service through a proxy that can
+    // drop every connection; Teams itself stays up.
+    let fake = FakeTeams::start().await;
+    let sign_in = FaultProxy::start(&fake.base_url()).await;
+    let teams = Teams::start_on(fake, |options| {
+        for line in &mut options.config {
+            if line.starts_with("authority-url") {
+                *line = format!("authority-url = \"{}\"", sign_in.url());
+            }
+        }
+    })
+    .await;
+    let fake = &teams.fake;
+    let alice = fake.add_account("alice", "Alice Example");
+    let bob = fake.add_account("bob", "Bob Example");
+    let dm = fake.dm(&alice, &bob);
+    let identity = fake.identity();
+    // MSAL reports the access token good for 15 more seconds (its
+    // five-minute margin), and skypetokens last 20: the connector renews
+    // both soon after the login.
+    fake.set_skypetoken_lifetime(20);
+    let tokens = identity.issue_spa_tokens(&alice.account);
+    let user = teams.env.user("outage").await;
+    let login = teams
+        .login_with(&user, web_session(&tokens, now_secs() + 315))
+        .await;
+    let room = teams.room(&user, &login, &dm).await;
+    fake.post(&dm, &bob, "before the outage");
+    user.wait_for_body(&room, "before the outage").await;
+
+    // The renewal cannot connect: a network failure is transient, not a
+    // reason to log in again.
+    sign_in.set_down(true);
+    teams
+        .wait_for_state(&login, StateEvent::TransientDisconnect)
+        .await;
+    let record = teams
+        .env
+        .host()
+        .logins()
+        .store
+        .get(&login)
+        .unwrap()
+        .unwrap();
+    assert!(
+        record
+            .state
+            .message
+            .as_deref()
+            .unwrap_or_default()
+            .contains("unreachable"),
+        "{:?}",
+        record.state
+    );
+    assert!(identity.calls_where(Call::is_spa_refresh).is_empty());
+    fake.post(&dm, &bob, "during the outage");
+
+    // Back up: the login renews its token, reconnects, and catches up.
+    sign_in.set_down(false);
+    teams.wait_for_state(&login, StateEvent::Connected).await;
+    user.wait_for_body(&room, "during the outage").await;
+    let refreshes = identity.calls_where(Call::is_spa_refresh);
+    assert_eq!(refreshes.len(), 1, "{refreshes:?}");
+    assert_eq!(refreshes[0].outcome, "ok");
+    // The login keeps the refresh token the renewal rotated in, so the
+    // next renewal does not spend a used one.
+    let record = teams
+        .env
+        .host()
+        .logins()
+        .store
+        .get(&login)
+        .unwrap()
+        .unwrap();
+    let session: Value = serde_json::from_str(&record.metadata).unwrap();
+    let latest = identity
+        .latest_refresh_token(&alice.account, TokenKind::Spa)
+        .unwrap();
+    assert_ne!(latest, tokens.refresh_token);
+    assert_eq!(session["tokens"]["refresh_token"], format!("spa:{latest}"));
+    assert_eq!(count(&user.bodies(&room).await, "during the outage"), 1);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

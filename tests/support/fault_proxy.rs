@@ -87,6 +87,9 @@ impl FaultProxy {
     }
 
     async fn start_with(upstream: &str, rewrite: bool) -> Self {
+        // A proxy may start before any host, which would otherwise install
+        // reqwest's TLS provider.
+        weft_host::init_tls();
         let state = Arc::new(ProxyState {
             rewrite_to: std::sync::OnceLock::new(),
             upstream: upstream.trim_end_matches('/').to_owned(),
