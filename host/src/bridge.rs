@@ -21,6 +21,7 @@ pub mod from_matrix;
 pub mod html;
 pub mod inbound;
 mod media;
+mod qr;
 pub mod remote;
 pub mod store;
 mod workers;

@@ -12,7 +12,7 @@ use weft_tests::host::{TestHost, ask};
 use weft_tests::matrix::MatrixUser;
 use weft_tests::ms_identity::{Account, Call, MsIdentity};
 use weft_tests::msal_cache::{KeySchema, MsalCache};
-use weft_tests::{browser, eventually, now_secs, web_session};
+use weft_tests::{browser, eventually, now_secs, qr, until, web_session};
 
 async fn bridge(identity: &MsIdentity) -> BridgeEnv {
     BridgeEnv::start_with(BridgeOptions {
@@ -192,6 +192,48 @@ async fn the_helper_page_shows_an_error_for_bad_json_and_the_login_keeps_waiting
         )
         .await;
     assert_eq!(done["type"], "complete", "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_management_room_shows_the_helper_link_as_a_qr_code_that_opens_a_working_page() {
+    let identity = MsIdentity::start().await;
+    let env = bridge(&identity).await;
+    let user = env.user("scanner").await;
+    let room = user.create_dm(&env.bot()).await;
+    user.wait_for_text(&room, "management room").await;
+
+    user.send_text(&room, "login ms-account:msal-helper").await;
+    let notice = user.wait_for_text(&room, "The QR code below opens").await;
+    let picture = until(
+        std::time::Duration::from_secs(20),
+        "the bot sends the QR code",
+        || async {
+            user.messages(&room)
+                .await
+                .into_iter()
+                .find(|e| e["content"]["msgtype"] == "m.image" && e["sender"] == env.bot())
+        },
+    )
+    .await;
+    assert_eq!(picture["content"]["info"]["mimetype"], "image/png");
+    let png = user
+        .download(picture["content"]["url"].as_str().unwrap())
+        .await;
+    let url = qr::scan(&png);
+    assert!(url.contains("/login/"), "{url}");
+    assert!(notice.contains(&url), "{notice}");
+
+    // The link the code holds is the login's page: a capture sent there
+    // finishes the login in the room.
+    let cache = expired_web_session(&identity, &Account::new("ivy@outlook.com", "Ivy"));
+    let response = reqwest::Client::new()
+        .post(format!("{url}/capture"))
+        .json(&json!({ "storage": cache.capture() }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    user.wait_for_text(&room, "Logged in: ms-account:").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -108,6 +108,7 @@ pub mod fault_proxy;
 pub mod mas;
 pub mod matrix;
 pub mod mumble;
+pub mod qr;
 pub mod synapse;
 
 /// The `weft` binary as this crate builds it (`weft-test-host`), beside

@@ -2,14 +2,26 @@
 //! lists and removes logins. It drives the same login processes as the
 //! provisioning API.
 
+use anyhow::Context;
+use ruma::api::client::message::send_message_event;
 use ruma::api::client::redact::redact_event;
-use ruma::{EventId, OwnedRoomId, RoomId, UserId};
+use ruma::events::room::ImageInfo;
+use ruma::events::room::message::{ImageMessageEventContent, MessageType, RoomMessageEventContent};
+use ruma::{EventId, OwnedRoomId, OwnedTransactionId, RoomId, UInt, UserId};
 
-use super::{Bridge, BridgeError};
+use super::{Bridge, BridgeError, qr, txn_id};
 use crate::login_process::{
     FieldView, ProcessError, Progress, StepInput, StepParamsView, StepView,
 };
 use crate::logins::LoginKey;
+
+/// The name of the picture of a login step's QR code.
+const QR_FILE_NAME: &str = "login-qr.png";
+
+/// Whether a QR code's data is a web link, which the bot then names as one.
+fn is_link(data: &str) -> bool {
+    data.starts_with("https://") || data.starts_with("http://")
+}
 
 /// The commands, for `help` and the welcome message.
 pub const HELP: &str = "Commands:\n\
@@ -169,10 +181,11 @@ impl Bridge {
                     .lock()
                     .await
                     .insert(room_key, conversation);
-                let shown = if kind == "qr" {
-                    format!("Scan this QR code's data: {data}")
-                } else {
-                    format!("Code: {data}")
+                let is_qr = kind == "qr";
+                let shown = match (is_qr, is_link(data)) {
+                    (true, true) => format!("The QR code below opens {data}"),
+                    (true, false) => format!("Scan the QR code below (its data: {data})"),
+                    (false, _) => format!("Code: {data}"),
                 };
                 self.notice(
                     room,
@@ -182,6 +195,10 @@ impl Bridge {
                     ),
                 )
                 .await?;
+                if is_qr && let Err(error) = self.show_qr(room, data).await {
+                    // The notice above carries the data, so the login goes on.
+                    tracing::warn!(%room, error = format!("{error:#}"), "could not show a login step's QR code");
+                }
                 self.spawn_wait(
                     room.to_owned(),
                     user.to_owned(),
@@ -196,6 +213,35 @@ impl Bridge {
                     .await
             }
         }
+    }
+
+    /// Sends `data` to `room` as a QR code picture, from the bot.
+    async fn show_qr(&self, room: &RoomId, data: &str) -> anyhow::Result<()> {
+        let picture = qr::draw(data)?;
+        let size = picture.png.len();
+        let url = self
+            .client
+            .upload(picture.png, "image/png", QR_FILE_NAME, &self.bot())
+            .await
+            .context("failed to upload the QR code")?;
+        let mut info = ImageInfo::new();
+        info.mimetype = Some("image/png".into());
+        info.size = UInt::new(size as u64);
+        info.width = Some(picture.side.into());
+        info.height = Some(picture.side.into());
+        let mut image = ImageMessageEventContent::plain(QR_FILE_NAME.into(), url);
+        image.info = Some(Box::new(info));
+        let content = RoomMessageEventContent::new(MessageType::Image(image));
+        let request = send_message_event::v3::Request::new(
+            room.to_owned(),
+            OwnedTransactionId::from(txn_id()),
+            &content,
+        )?;
+        self.client
+            .send(request, None)
+            .await
+            .context("failed to send the QR code")?;
+        Ok(())
     }
 
     async fn ask(&self, room: &RoomId, field: &FieldView) -> Result<(), BridgeError> {
@@ -355,11 +401,8 @@ impl Bridge {
     }
 
     async fn try_redact(&self, room: &RoomId, event: &EventId) {
-        let request = redact_event::v3::Request::new(
-            room.to_owned(),
-            event.to_owned(),
-            super::txn_id().into(),
-        );
+        let request =
+            redact_event::v3::Request::new(room.to_owned(), event.to_owned(), txn_id().into());
         if let Err(error) = self.client.send(request, None).await {
             tracing::info!(%room, %error, "could not redact a secret reply");
             // The user must know their secret is still in the room.
