@@ -252,7 +252,7 @@ mod tests {
     #[test]
     fn a_vector_from_webcrypto_running_msal_browsers_steps_decrypts() {
         // Computed with Node's WebCrypto following msal-browser's
-        // `encrypt` (the same vector as tests/support/msal_cache.rs): key
+        // `encrypt` (the same vector as examples/fake-teams/src/msal_cache.rs): key
         // bytes 0..32, nonce a0..af, base64url without padding.
         let key = CacheKey::from_cookie(
             r#"{"id":"k","key":"AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8"}"#,

@@ -390,7 +390,7 @@ fn helper_step(page_url: &str, web_url: &str, problem: Option<&str>, attempt: u3
             "That paste had no usable Teams tokens: {problem}. Try again at the new link: {page_url}"
         ),
         None => format!(
-            "Open {page_url} on a computer (or scan the QR code there) and follow the steps on the page."
+            "Open {page_url} in the browser where you use Teams (the QR code holds the same link) and follow the steps on the page."
         ),
     };
     LoginStep::display_and_wait(
