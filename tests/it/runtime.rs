@@ -1,112 +1,44 @@
-//! The runtime on its own, with a fake of the host's services: what the
+//! The runtime on its own, with its in-memory host: what the
 //! imports and the actors ask of the host, and what the runtime does when
 //! the host has no room for an instance. No weft-host code runs here.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use weft_runtime::connector::MatrixMessage;
 use weft_runtime::events::{RemoteEvent, StateKind, StateReport};
-use weft_runtime::plugin::{LoadedPlugin, PluginSource};
+use weft_runtime::memory_host::MemoryHost;
+use weft_runtime::plugin::PluginSource;
 use weft_runtime::{
     HostServices, LoginHandle, LoginInfo, LoginKey, Phase, PluginGrants, Registry, RegistryError,
     RuntimeConfig, RuntimeOptions,
 };
 use weft_storage::{MemoryStorage, Storage};
 
-/// A host that keeps everything in memory and records what it was told.
-#[derive(Default)]
-struct FakeHost {
-    logins: Mutex<BTreeMap<LoginKey, (LoginInfo, String)>>,
-    events: Mutex<Vec<(LoginKey, RemoteEvent)>>,
-    refuse: Mutex<Option<String>>,
+/// Stores login `key` of `@owner:test` with connector `metadata`.
+fn add(host: &MemoryHost, key: &LoginKey, metadata: &str) {
+    let info = LoginInfo {
+        id: key.id.clone(),
+        owner: "@owner:test".into(),
+        remote_name: key.id.clone(),
+        awaiting_relogin: false,
+    };
+    host.add_login(key.clone(), info, metadata.into());
 }
 
-impl FakeHost {
-    fn add(&self, key: &LoginKey, metadata: &str) {
-        let info = LoginInfo {
-            id: key.id.clone(),
-            owner: "@owner:test".into(),
-            remote_name: key.id.clone(),
-            awaiting_relogin: false,
-        };
-        self.logins
-            .lock()
-            .unwrap()
-            .insert(key.clone(), (info, metadata.into()));
-    }
-
-    fn events(&self) -> Vec<(LoginKey, RemoteEvent)> {
-        self.events.lock().unwrap().clone()
-    }
-
-    fn states(&self, key: &LoginKey) -> Vec<StateReport> {
-        self.events()
-            .into_iter()
-            .filter(|(k, _)| k == key)
-            .filter_map(|(_, e)| match e {
-                RemoteEvent::BridgeState(state) => Some(state),
-                _ => None,
-            })
-            .collect()
-    }
-}
-
-impl HostServices for FakeHost {
-    fn queue_event(&self, login: &LoginKey, event: RemoteEvent) -> weft_storage::Result<()> {
-        self.events.lock().unwrap().push((login.clone(), event));
-        Ok(())
-    }
-
-    fn login(&self, login: &LoginKey) -> weft_storage::Result<Option<LoginInfo>> {
-        Ok(self
-            .logins
-            .lock()
-            .unwrap()
-            .get(login)
-            .map(|(i, _)| i.clone()))
-    }
-
-    fn metadata(&self, login: &LoginKey) -> weft_storage::Result<Option<String>> {
-        Ok(self
-            .logins
-            .lock()
-            .unwrap()
-            .get(login)
-            .map(|(_, m)| m.clone()))
-    }
-
-    fn set_metadata(&self, login: &LoginKey, metadata: String) -> weft_storage::Result<bool> {
-        Ok(match self.logins.lock().unwrap().get_mut(login) {
-            Some((_, m)) => {
-                *m = metadata;
-                true
-            }
-            None => false,
+/// The states login `key` reported, in order.
+fn states(host: &MemoryHost, key: &LoginKey) -> Vec<StateReport> {
+    host.events_of(key)
+        .into_iter()
+        .filter_map(|e| match e {
+            RemoteEvent::BridgeState(state) => Some(state),
+            _ => None,
         })
-    }
-
-    fn logins_of(&self, plugin: &str) -> weft_storage::Result<Vec<LoginKey>> {
-        Ok(self
-            .logins
-            .lock()
-            .unwrap()
-            .keys()
-            .filter(|k| k.plugin == plugin)
-            .cloned()
-            .collect())
-    }
-
-    fn admit(&self, plugin: &LoadedPlugin, _others: &[Arc<LoadedPlugin>]) -> Result<(), String> {
-        match self.refuse.lock().unwrap().as_ref() {
-            Some(reason) => Err(format!("{}: {reason}", plugin.id())),
-            None => Ok(()),
-        }
-    }
+        .collect()
 }
 
-fn runtime(host: Arc<FakeHost>, configure: impl FnOnce(&mut RuntimeConfig)) -> Arc<Registry> {
+fn runtime(host: Arc<MemoryHost>, configure: impl FnOnce(&mut RuntimeConfig)) -> Arc<Registry> {
     weft_tests::init_logging();
     let mut config = RuntimeConfig {
         compile_cache: false,
@@ -163,9 +95,9 @@ async fn ask(login: &LoginHandle, text: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plugins_events_states_and_metadata_reach_the_host_only_through_its_services() {
-    let host = Arc::new(FakeHost::default());
+    let host = Arc::new(MemoryHost::default());
     let key = LoginKey::new("probe", "alice");
-    host.add(&key, r#"{"token":"t1"}"#);
+    add(&host, &key, r#"{"token":"t1"}"#);
     let registry = runtime(host.clone(), |_| {});
     load_probe(&registry).await.unwrap();
     // The stored login started with the plugin.
@@ -190,7 +122,7 @@ async fn a_plugins_events_states_and_metadata_reach_the_host_only_through_its_se
     // pause.
     ask(&login, "bad-credentials").await;
     assert_eq!(
-        host.states(&key).last().unwrap().state,
+        states(&host, &key).last().unwrap().state,
         StateKind::BadCredentials
     );
     assert!(login.status().timers_paused);
@@ -198,8 +130,8 @@ async fn a_plugins_events_states_and_metadata_reach_the_host_only_through_its_se
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_host_may_refuse_a_plugin_at_load_and_the_error_carries_its_reason() {
-    let host = Arc::new(FakeHost::default());
-    *host.refuse.lock().unwrap() = Some("namespace taken".into());
+    let host = Arc::new(MemoryHost::default());
+    host.refuse_plugins("namespace taken");
     let registry = runtime(host, |_| {});
     let error = load_probe(&registry).await.unwrap_err();
     assert!(
@@ -211,9 +143,9 @@ async fn the_host_may_refuse_a_plugin_at_load_and_the_error_carries_its_reason()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_loop_is_reported_to_the_host_as_the_logins_state() {
-    let host = Arc::new(FakeHost::default());
+    let host = Arc::new(MemoryHost::default());
     let key = LoginKey::new("probe", "fragile");
-    host.add(&key, "{}");
+    add(&host, &key, "{}");
     let registry = runtime(host.clone(), |_| {});
     load_probe(&registry).await.unwrap();
     let login = registry.login(&key).unwrap();
@@ -233,14 +165,14 @@ async fn a_crash_loop_is_reported_to_the_host_as_the_logins_state() {
         .wait_for(Duration::from_secs(20), |s| s.phase == Phase::Failed)
         .await
         .expect("the login gives up");
-    let state = host.states(&key).pop().expect("a state was reported");
+    let state = states(&host, &key).pop().expect("a state was reported");
     assert_eq!(state.state, StateKind::UnknownError);
     assert_eq!(state.error_code.as_deref(), Some("plugin-crash-loop"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_no_room_for_another_instance_a_login_waits_says_why_and_starts_once_there_is() {
-    let host = Arc::new(FakeHost::default());
+    let host = Arc::new(MemoryHost::default());
     let registry = runtime(host.clone(), |c| {
         c.max_instances = 2;
         c.hibernate = false;
@@ -257,7 +189,7 @@ async fn with_no_room_for_another_instance_a_login_waits_says_why_and_starts_onc
         .collect();
     let mut logins = Vec::new();
     for key in &keys {
-        host.add(key, "{}");
+        add(&host, key, "{}");
         logins.push(registry.start_login(key).await.unwrap().unwrap());
     }
     // Two fit; the third (whichever asked last) waits, not as a crash: no
@@ -273,8 +205,7 @@ async fn with_no_room_for_another_instance_a_login_waits_says_why_and_starts_onc
     })
     .await;
     assert_eq!(logins[waiting].status().strikes, 0);
-    let state = host
-        .states(&keys[waiting])
+    let state = states(&host, &keys[waiting])
         .pop()
         .expect("a state was reported");
     assert_eq!(state.error_code.as_deref(), Some("host-no-room"));

@@ -36,7 +36,6 @@
 //! into a component (once per test binary) with `cargo-weft`.
 
 mod component;
-mod host;
 mod http;
 
 use std::collections::BTreeMap;
@@ -45,13 +44,13 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
+use weft_runtime::memory_host::MemoryHost;
 use weft_runtime::plugin::PluginSource;
 use weft_runtime::process::ProcessInstance;
 use weft_runtime::{LoginHandle, Registry, RuntimeConfig, RuntimeOptions};
 use weft_storage::{MemoryStorage, Storage};
 
 pub use crate::component::build_plugin;
-use crate::host::RecordingHost;
 pub use crate::http::{FakeHttp, RecordedRequest, Reply};
 pub use weft_runtime::connector::{MatrixEdit, MatrixMessage, MatrixReaction, PluginError};
 pub use weft_runtime::events::{
@@ -119,7 +118,7 @@ impl HarnessBuilder {
         let plugin = weft_runtime::manifest::Manifest::parse(&source.manifest)
             .context("the plugin's manifest")?
             .id;
-        let host = Arc::new(RecordingHost::default());
+        let host = Arc::new(MemoryHost::default());
         let http = FakeHttp::default();
         let storage: Arc<dyn Storage> = Arc::new(MemoryStorage::new());
         let compile_cache = self.component.parent().map(|dir| dir.join("compile-cache"));
@@ -151,7 +150,7 @@ impl HarnessBuilder {
 /// One plugin, loaded in-process, with a fake network and a manual clock.
 pub struct Harness {
     registry: Arc<Registry>,
-    host: Arc<RecordingHost>,
+    host: Arc<MemoryHost>,
     http: FakeHttp,
     plugin: String,
 }
@@ -208,13 +207,13 @@ impl Harness {
     pub async fn login(&self, id: &str, metadata: serde_json::Value) -> Result<TestLogin> {
         let key = LoginKey::new(&self.plugin, id);
         self.host.add_login(
+            key.clone(),
             weft_runtime::LoginInfo {
                 id: id.to_owned(),
                 owner: "@user:test".to_owned(),
                 remote_name: id.to_owned(),
                 awaiting_relogin: false,
             },
-            key.clone(),
             metadata.to_string(),
         );
         let handle = self
@@ -300,7 +299,7 @@ impl TestFlow {
 /// A running login of the plugin under test.
 pub struct TestLogin {
     handle: LoginHandle,
-    host: Arc<RecordingHost>,
+    host: Arc<MemoryHost>,
     registry: Arc<Registry>,
 }
 
