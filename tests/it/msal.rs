@@ -328,7 +328,8 @@ async fn the_webview_flow_asks_for_teams_in_a_cookies_step_and_completes_with_it
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_device_code_flow_waits_for_approval_and_refreshes_without_an_origin() {
+async fn the_device_code_flow_waits_through_a_failed_poll_and_a_slow_down_for_approval_and_refreshes_without_an_origin()
+ {
     let identity = MsIdentity::start().await;
     let env = bridge(&identity).await;
     let user = env.user("device").await;
@@ -344,16 +345,25 @@ async fn the_device_code_flow_waits_for_approval_and_refreshes_without_an_origin
     assert!(step["instructions"].as_str().unwrap().contains(&code));
     let path = step_path(&step, "display_and_wait");
 
-    // Pending: the long poll keeps waiting while the user has not approved.
-    let (poll, ()) = tokio::join!(env.provision(&user, Method::POST, &path, None), async {
-        eventually(std::time::Duration::from_secs(10), "MSAL polls", || {
+    // Pending: the long poll keeps waiting while the user has not approved,
+    // through a failed poll and a request to slow down (RFC 8628 §3.5).
+    let polled = |outcome: &'static str| {
+        let identity = &identity;
+        move || {
             identity
-                .calls()
+                .calls_where(Call::is_device_poll)
                 .iter()
-                .any(|c| c.is_device_poll())
+                .any(|c| outcome.is_empty() || c.outcome == outcome)
                 .then_some(())
-        })
-        .await;
+        }
+    };
+    let (poll, ()) = tokio::join!(env.provision(&user, Method::POST, &path, None), async {
+        let wait = std::time::Duration::from_secs(20);
+        eventually(wait, "MSAL polls", polled("")).await;
+        identity.fail_next(1, 503);
+        eventually(wait, "a poll fails", polled("injected")).await;
+        identity.slow_down_next(1);
+        eventually(wait, "a poll is told to slow down", polled("slow_down")).await;
         identity.approve(&code, &erin);
     });
     let (status, done) = poll;
