@@ -8,9 +8,9 @@ pub fn scan(png: &[u8]) -> String {
     let mut pixels = vec![0; decoder.output_buffer_size().expect("a sane PNG size")];
     let frame = decoder.next_frame(&mut pixels).expect("a PNG frame");
     assert_eq!(
-        frame.color_type,
-        png::ColorType::Grayscale,
-        "the QR code is drawn in grey"
+        (frame.color_type, frame.bit_depth),
+        (png::ColorType::Grayscale, png::BitDepth::Eight),
+        "the QR code is drawn in 8-bit grey"
     );
     let width = frame.width as usize;
     let mut image =

@@ -18,9 +18,21 @@ use crate::logins::LoginKey;
 /// The name of the picture of a login step's QR code.
 const QR_FILE_NAME: &str = "login-qr.png";
 
-/// Whether a QR code's data is a web link, which the bot then names as one.
-fn is_link(data: &str) -> bool {
-    data.starts_with("https://") || data.starts_with("http://")
+/// The text of a login step's QR code picture, for screen readers and
+/// clients that show no pictures.
+const QR_BODY: &str = "QR code of the login step";
+
+/// How the management room's notice shows a `display_and_wait` step's
+/// data, given whether its QR code picture follows.
+fn display_text(kind: &str, data: &str, picture_follows: bool) -> String {
+    let link = data.starts_with("https://") || data.starts_with("http://");
+    match (kind, picture_follows, link) {
+        ("qr", true, true) => format!("The QR code below opens {data}"),
+        ("qr", true, false) => format!("Scan the QR code below (its data: {data})"),
+        ("qr", false, true) => format!("Open {data}"),
+        ("qr", false, false) => format!("QR code data: {data}"),
+        _ => format!("Code: {data}"),
+    }
 }
 
 /// The commands, for `help` and the welcome message.
@@ -181,12 +193,16 @@ impl Bridge {
                     .lock()
                     .await
                     .insert(room_key, conversation);
-                let is_qr = kind == "qr";
-                let shown = match (is_qr, is_link(data)) {
-                    (true, true) => format!("The QR code below opens {data}"),
-                    (true, false) => format!("Scan the QR code below (its data: {data})"),
-                    (false, _) => format!("Code: {data}"),
-                };
+                // Drawn first, so the notice never promises a picture that
+                // cannot follow.
+                let picture = (kind == "qr").then(|| qr::draw(data)).and_then(|drawn| {
+                    drawn
+                        .inspect_err(|error| {
+                            tracing::warn!(%room, error = format!("{error:#}"), "could not draw a login step's QR code");
+                        })
+                        .ok()
+                });
+                let shown = display_text(kind, data, picture.is_some());
                 self.notice(
                     room,
                     &format!(
@@ -195,9 +211,15 @@ impl Bridge {
                     ),
                 )
                 .await?;
-                if is_qr && let Err(error) = self.show_qr(room, data).await {
-                    // The notice above carries the data, so the login goes on.
-                    tracing::warn!(%room, error = format!("{error:#}"), "could not show a login step's QR code");
+                if let Some(picture) = picture
+                    && let Err(error) = self.send_qr(room, picture).await
+                {
+                    tracing::warn!(%room, error = format!("{error:#}"), "could not send a login step's QR code");
+                    self.notice(
+                        room,
+                        "I could not send the QR code's picture; use the text above.",
+                    )
+                    .await?;
                 }
                 self.spawn_wait(
                     room.to_owned(),
@@ -215,9 +237,8 @@ impl Bridge {
         }
     }
 
-    /// Sends `data` to `room` as a QR code picture, from the bot.
-    async fn show_qr(&self, room: &RoomId, data: &str) -> anyhow::Result<()> {
-        let picture = qr::draw(data)?;
+    /// Sends a QR code's picture to `room`, from the bot.
+    async fn send_qr(&self, room: &RoomId, picture: qr::QrPicture) -> anyhow::Result<()> {
         let size = picture.png.len();
         let url = self
             .client
@@ -229,7 +250,9 @@ impl Bridge {
         info.size = UInt::new(size as u64);
         info.width = Some(picture.side.into());
         info.height = Some(picture.side.into());
-        let mut image = ImageMessageEventContent::plain(QR_FILE_NAME.into(), url);
+        // The body is what screen readers and text-only clients show.
+        let mut image = ImageMessageEventContent::plain(QR_BODY.into(), url);
+        image.filename = Some(QR_FILE_NAME.into());
         image.info = Some(Box::new(info));
         let content = RoomMessageEventContent::new(MessageType::Image(image));
         let request = send_message_event::v3::Request::new(
@@ -497,7 +520,7 @@ fn lowercase_first_word(name: &str) -> String {
 
 #[cfg(test)]
 mod prompt_tests {
-    use super::lowercase_first_word;
+    use super::{display_text, lowercase_first_word};
 
     #[test]
     fn a_field_name_reads_as_part_of_the_sentence_and_acronyms_keep_their_case() {
@@ -505,5 +528,21 @@ mod prompt_tests {
         assert_eq!(lowercase_first_word("Password"), "password");
         assert_eq!(lowercase_first_word("API token"), "API token");
         assert_eq!(lowercase_first_word(""), "");
+    }
+
+    #[test]
+    fn a_qr_steps_notice_promises_a_picture_only_when_one_follows() {
+        let link = "https://bridge.example/login/abc";
+        assert_eq!(
+            display_text("qr", link, true),
+            format!("The QR code below opens {link}")
+        );
+        assert_eq!(display_text("qr", link, false), format!("Open {link}"));
+        assert_eq!(
+            display_text("qr", "2@xyz", true),
+            "Scan the QR code below (its data: 2@xyz)"
+        );
+        assert_eq!(display_text("qr", "2@xyz", false), "QR code data: 2@xyz");
+        assert_eq!(display_text("code", "ABCD-1234", false), "Code: ABCD-1234");
     }
 }

@@ -18,9 +18,18 @@ pub(super) struct QrPicture {
     pub(super) side: u32,
 }
 
-/// Draws `data` as a QR code. Fails only for data too long for any QR
-/// code (about 2 KB at medium error correction).
+/// The most data drawn. A plugin chooses a step's data; more than this
+/// makes a code too dense to scan from a chat, and the encoder would work
+/// through all of it before saying it does not fit.
+const MAX_DATA: usize = 1024;
+
+/// Draws `data` as a QR code. Fails for data over [`MAX_DATA`] bytes.
 pub(super) fn draw(data: &str) -> anyhow::Result<QrPicture> {
+    anyhow::ensure!(
+        data.len() <= MAX_DATA,
+        "{} bytes are too many for a QR code in a chat (at most {MAX_DATA})",
+        data.len()
+    );
     let code = QrCode::with_error_correction_level(data.as_bytes(), EcLevel::M)
         .context("the data does not fit in a QR code")?;
     let modules = code.width();
@@ -60,6 +69,7 @@ mod tests {
         let mut pixels = vec![0; decoder.output_buffer_size().unwrap()];
         let frame = decoder.next_frame(&mut pixels).unwrap();
         assert_eq!((frame.width, frame.height), (picture.side, picture.side));
+        assert_eq!(frame.bit_depth, png::BitDepth::Eight);
         let width = frame.width as usize;
         let mut image =
             rqrr::PreparedImage::prepare_from_greyscale(width, frame.height as usize, |x, y| {
@@ -79,7 +89,9 @@ mod tests {
     }
 
     #[test]
-    fn data_too_long_for_any_qr_code_is_an_error_not_a_panic() {
-        assert!(draw(&"x".repeat(5_000)).is_err());
+    fn data_too_long_to_scan_from_a_chat_is_an_error_not_a_panic() {
+        assert!(draw(&"x".repeat(MAX_DATA)).is_ok());
+        assert!(draw(&"x".repeat(MAX_DATA + 1)).is_err());
+        assert!(draw(&"x".repeat(5_000_000)).is_err());
     }
 }
