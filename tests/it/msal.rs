@@ -90,11 +90,26 @@ async fn the_helper_page_in_a_real_browser_completes_a_login_that_refreshes_with
         ids.starts_with(&["echo:password", "echo:code", "ms-account:device-code"]),
         "{ids:?}"
     );
-    // Each says in plain words how long its login lasts.
-    for flow in flows
+    // Each of the provider's four says in plain words how long its login
+    // lasts.
+    let from_msal: Vec<&Value> = flows
         .iter()
         .filter(|f| f["id"].as_str().unwrap().starts_with("ms-account:"))
-    {
+        .collect();
+    let msal_ids: Vec<&str> = from_msal
+        .iter()
+        .map(|f| f["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        msal_ids,
+        [
+            "ms-account:device-code",
+            "ms-account:msal-helper",
+            "ms-account:msal-paste",
+            "ms-account:webview-localstorage"
+        ]
+    );
+    for flow in from_msal {
         let description = flow["description"].as_str().unwrap();
         assert!(description.contains("24 hours"), "{flow}");
         if flow["id"] == "ms-account:device-code" {
@@ -328,7 +343,7 @@ async fn the_webview_flow_asks_for_teams_in_a_cookies_step_and_completes_with_it
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_device_code_flow_waits_through_a_failed_poll_and_a_slow_down_for_approval_and_refreshes_without_an_origin()
+async fn the_device_code_flow_outlasts_a_failed_poll_and_a_slow_down_and_refreshes_without_an_origin()
  {
     let identity = MsIdentity::start().await;
     let env = bridge(&identity).await;
@@ -357,7 +372,17 @@ async fn the_device_code_flow_waits_through_a_failed_poll_and_a_slow_down_for_ap
                 .then_some(())
         }
     };
-    let (poll, ()) = tokio::join!(env.provision(&user, Method::POST, &path, None), async {
+    // A client asks again whenever the long poll ends with the login still
+    // waiting.
+    let until_done = async {
+        loop {
+            let (status, answer) = env.provision(&user, Method::POST, &path, None).await;
+            if status != 200 || answer["type"] != "display_and_wait" {
+                return (status, answer);
+            }
+        }
+    };
+    let (poll, ()) = tokio::join!(until_done, async {
         let wait = std::time::Duration::from_secs(20);
         eventually(wait, "MSAL polls", polled("")).await;
         identity.fail_next(1, 503);
