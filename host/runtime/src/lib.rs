@@ -21,8 +21,8 @@
 //! - `imports`: the host side of each WIT import, one file per interface.
 //! - [`events`], [`connector`], [`login_flow`]: the plain types that cross
 //!   between the runtime and the host, converted from the WIT in `convert`.
-//! - [`memory_host`]: an in-memory host, to run the runtime without one
-//!   (the test harness, the runtime's own tests).
+//! - `memory_host` (feature `memory-host`): an in-memory host, to run the
+//!   runtime without weft-host (the test harness, the runtime tests).
 
 pub mod actor;
 mod bindings;
@@ -37,6 +37,7 @@ mod imports;
 mod instance;
 mod login;
 pub mod login_flow;
+#[cfg(feature = "memory-host")]
 pub mod memory_host;
 /// The plugin manifest (its own crate, so `cargo weft build` checks
 /// manifests with the host's own parser).
