@@ -252,6 +252,19 @@ async fn the_management_room_shows_the_helper_link_as_a_qr_code_that_opens_a_wor
         .unwrap();
     assert_eq!(response.status(), 200);
     user.wait_for_text(&room, "Logged in: ms-account:").await;
+    // The link was for one login: its picture is removed.
+    let picture_id = picture["event_id"].as_str().unwrap();
+    until(
+        std::time::Duration::from_secs(20),
+        "the QR code's picture is redacted",
+        || async {
+            user.messages(&room)
+                .await
+                .into_iter()
+                .find(|e| e["event_id"] == picture_id && e["content"].get("url").is_none())
+        },
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,7 +7,7 @@ use ruma::api::client::message::send_message_event;
 use ruma::api::client::redact::redact_event;
 use ruma::events::room::ImageInfo;
 use ruma::events::room::message::{ImageMessageEventContent, MessageType, RoomMessageEventContent};
-use ruma::{EventId, OwnedRoomId, OwnedTransactionId, RoomId, UInt, UserId};
+use ruma::{EventId, OwnedEventId, OwnedRoomId, OwnedTransactionId, RoomId, UInt, UserId};
 
 use super::{Bridge, BridgeError, qr, txn_id};
 use crate::login_process::{
@@ -211,21 +211,26 @@ impl Bridge {
                     ),
                 )
                 .await?;
-                if let Some(picture) = picture
-                    && let Err(error) = self.send_qr(room, picture).await
-                {
-                    tracing::warn!(%room, error = format!("{error:#}"), "could not send a login step's QR code");
-                    self.notice(
-                        room,
-                        "I could not send the QR code's picture; use the text above.",
-                    )
-                    .await?;
+                let mut shown_picture = None;
+                if let Some(picture) = picture {
+                    match self.send_qr(room, picture).await {
+                        Ok(event) => shown_picture = Some(event),
+                        Err(error) => {
+                            tracing::warn!(%room, error = format!("{error:#}"), "could not send a login step's QR code");
+                            self.notice(
+                                room,
+                                "I could not send the QR code's picture; use the text above.",
+                            )
+                            .await?;
+                        }
+                    }
                 }
                 self.spawn_wait(
                     room.to_owned(),
                     user.to_owned(),
                     process,
                     step.step_id.clone(),
+                    shown_picture,
                 );
                 Ok(())
             }
@@ -237,8 +242,8 @@ impl Bridge {
         }
     }
 
-    /// Sends a QR code's picture to `room`, from the bot.
-    async fn send_qr(&self, room: &RoomId, picture: qr::QrPicture) -> anyhow::Result<()> {
+    /// Sends a QR code's picture to `room`, from the bot; its event.
+    async fn send_qr(&self, room: &RoomId, picture: qr::QrPicture) -> anyhow::Result<OwnedEventId> {
         let size = picture.png.len();
         let url = self
             .client
@@ -260,11 +265,12 @@ impl Bridge {
             OwnedTransactionId::from(txn_id()),
             &content,
         )?;
-        self.client
+        Ok(self
+            .client
             .send(request, None)
             .await
-            .context("failed to send the QR code")?;
-        Ok(())
+            .context("failed to send the QR code")?
+            .event_id)
     }
 
     async fn ask(&self, room: &RoomId, field: &FieldView) -> Result<(), BridgeError> {
@@ -396,12 +402,13 @@ impl Bridge {
         user: ruma::OwnedUserId,
         process: String,
         step_id: String,
+        picture: Option<OwnedEventId>,
     ) {
         let Some(bridge) = self.this.upgrade() else {
             return;
         };
         tokio::spawn(async move {
-            loop {
+            let result = loop {
                 let result = bridge
                     .processes
                     .wait(&process, user.as_str(), &step_id)
@@ -412,13 +419,23 @@ impl Bridge {
                     {
                         continue;
                     }
-                    Err(ProcessError::Cancelled) => return,
-                    _ => {}
+                    _ => break result,
                 }
-                if let Err(error) = bridge.after_step(&room, &user, &process, result).await {
-                    tracing::warn!(%error, "failed to report a login step");
+            };
+            // The step is over, and so is the one-time link its QR code
+            // holds: the picture goes, as bridgev2's bot removes its own.
+            if let Some(picture) = picture {
+                let request =
+                    redact_event::v3::Request::new(room.clone(), picture, txn_id().into());
+                if let Err(error) = bridge.client.send(request, None).await {
+                    tracing::info!(%room, %error, "could not remove a finished login step's QR code");
                 }
+            }
+            if matches!(result, Err(ProcessError::Cancelled)) {
                 return;
+            }
+            if let Err(error) = bridge.after_step(&room, &user, &process, result).await {
+                tracing::warn!(%error, "failed to report a login step");
             }
         });
     }
