@@ -7,7 +7,7 @@ use std::time::Duration;
 use fake_teams::{FakeTeams, TeamsAccount};
 use reqwest::Method;
 use serde_json::{Value, json};
-use weft_host::logins::{LoginKey, StateEvent};
+use weft_host::logins::{LoginKey, LoginRecord, StateEvent};
 use weft_tests::bridge::{BridgeEnv, BridgeOptions, step_path};
 use weft_tests::fault_proxy::FaultProxy;
 use weft_tests::matrix::MatrixUser;
@@ -97,6 +97,19 @@ impl Teams {
         panic!("{} never joined {room}", user.user_id);
     }
 
+    /// Alice and Bob on the fake Teams, and their one-to-one chat.
+    fn alice_and_bob(&self) -> (TeamsAccount, TeamsAccount, String) {
+        let alice = self.fake.add_account("alice", "Alice Example");
+        let bob = self.fake.add_account("bob", "Bob Example");
+        let dm = self.fake.dm(&alice, &bob);
+        (alice, bob, dm)
+    }
+
+    /// The host's record of login `key`.
+    fn record(&self, key: &LoginKey) -> LoginRecord {
+        self.env.host().logins().store.get(key).unwrap().unwrap()
+    }
+
     async fn wait_for_state(&self, key: &LoginKey, state: StateEvent) {
         eventually(
             Duration::from_secs(60),
@@ -174,9 +187,7 @@ async fn two_teams_accounts_of_one_user_are_two_logins_each_with_its_own_rooms()
 async fn a_message_from_matrix_arrives_in_teams_once_is_not_echoed_back_and_shows_who_read_it() {
     let teams = Teams::start().await;
     let fake = &teams.fake;
-    let alice = fake.add_account("alice", "Alice Example");
-    let bob = fake.add_account("bob", "Bob Example");
-    let dm = fake.dm(&alice, &bob);
+    let (alice, bob, dm) = teams.alice_and_bob();
     fake.post(&dm, &bob, "hi alice");
     let user = teams.env.user("sender").await;
     let login = teams.login(&user, &alice).await;
@@ -226,9 +237,7 @@ async fn a_message_from_matrix_arrives_in_teams_once_is_not_echoed_back_and_show
 async fn expired_tokens_are_renewed_refresh_then_skypetoken_and_syncing_goes_on() {
     let teams = Teams::start().await;
     let fake = &teams.fake;
-    let alice = fake.add_account("alice", "Alice Example");
-    let bob = fake.add_account("bob", "Bob Example");
-    let dm = fake.dm(&alice, &bob);
+    let (alice, bob, dm) = teams.alice_and_bob();
     let identity = fake.identity();
     // A session whose access token MSAL reports as good for 20 more
     // seconds (its five-minute margin), and short-lived skypetokens.
@@ -260,14 +269,7 @@ async fn expired_tokens_are_renewed_refresh_then_skypetoken_and_syncing_goes_on(
     fake.expire_skypetokens();
     fake.post(&dm, &bob, "after expiry");
     user.wait_for_body(&room, "after expiry").await;
-    let record = teams
-        .env
-        .host()
-        .logins()
-        .store
-        .get(&login)
-        .unwrap()
-        .unwrap();
+    let record = teams.record(&login);
     assert_eq!(record.state.state_event, StateEvent::Connected);
     let refresh = &identity.calls_where(Call::is_spa_refresh)[0];
     assert_eq!(refresh.origin.as_deref(), Some("https://teams.live.com"));
@@ -288,9 +290,7 @@ async fn a_sign_in_outage_is_a_transient_disconnect_and_the_rotated_token_is_kep
     })
     .await;
     let fake = &teams.fake;
-    let alice = fake.add_account("alice", "Alice Example");
-    let bob = fake.add_account("bob", "Bob Example");
-    let dm = fake.dm(&alice, &bob);
+    let (alice, bob, dm) = teams.alice_and_bob();
     let identity = fake.identity();
     // MSAL reports the access token good for 15 more seconds (its
     // five-minute margin), and skypetokens last 20: the connector renews
@@ -312,14 +312,7 @@ async fn a_sign_in_outage_is_a_transient_disconnect_and_the_rotated_token_is_kep
     teams
         .wait_for_state(&login, StateEvent::TransientDisconnect)
         .await;
-    let record = teams
-        .env
-        .host()
-        .logins()
-        .store
-        .get(&login)
-        .unwrap()
-        .unwrap();
+    let record = teams.record(&login);
     assert!(
         record
             .state
@@ -342,14 +335,7 @@ async fn a_sign_in_outage_is_a_transient_disconnect_and_the_rotated_token_is_kep
     assert_eq!(refreshes[0].outcome, "ok");
     // The login keeps the refresh token the renewal rotated in, so the
     // next renewal does not spend a used one.
-    let record = teams
-        .env
-        .host()
-        .logins()
-        .store
-        .get(&login)
-        .unwrap()
-        .unwrap();
+    let record = teams.record(&login);
     let session: Value = serde_json::from_str(&record.metadata).unwrap();
     let latest = identity
         .latest_refresh_token(&alice.account, TokenKind::Spa)
@@ -517,9 +503,7 @@ async fn a_failing_thread_backs_off_alone_and_a_rate_limit_is_waited_out() {
 async fn edits_deletions_reactions_and_files_go_both_ways() {
     let teams = Teams::start().await;
     let fake = &teams.fake;
-    let alice = fake.add_account("alice", "Alice Example");
-    let bob = fake.add_account("bob", "Bob Example");
-    let dm = fake.dm(&alice, &bob);
+    let (alice, bob, dm) = teams.alice_and_bob();
     let user = teams.env.user("relations").await;
     let login = teams.login(&user, &alice).await;
     let room = teams.room(&user, &login, &dm).await;
