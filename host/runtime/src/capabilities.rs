@@ -537,17 +537,35 @@ mod tests {
         .unwrap()
     }
 
-    #[test]
-    fn a_request_beyond_the_grant_is_refused_naming_the_capability() {
-        let manifest = manifest("[capabilities]\nhttp = [\"https://api.example.com\"]\n");
-        let error = resolve(
-            &manifest,
-            &BTreeMap::new(),
-            &PluginGrants::default(),
+    /// Resolves `manifest` with the operator's `settings` (TOML) under
+    /// `grants`, with the default limits.
+    fn resolve_under(
+        manifest: &Manifest,
+        settings: &str,
+        grants: &PluginGrants,
+    ) -> Result<Capabilities, GrantError> {
+        let operator: toml::Table = toml::from_str(settings).unwrap();
+        let settings = resolve_settings(manifest, &operator).unwrap();
+        resolve(
+            manifest,
+            &settings,
+            grants,
             &RuntimeConfig::default(),
             &HttpConfig::default(),
         )
-        .unwrap_err();
+    }
+
+    fn loopback_grant() -> PluginGrants {
+        PluginGrants {
+            http: vec!["http://127.0.0.1:*".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_request_beyond_the_grant_is_refused_naming_the_capability() {
+        let manifest = manifest("[capabilities]\nhttp = [\"https://api.example.com\"]\n");
+        let error = resolve_under(&manifest, "", &PluginGrants::default()).unwrap_err();
         // The error names the plugin and the exact capability.
         assert_eq!(
             error,
@@ -561,14 +579,7 @@ mod tests {
     #[test]
     fn more_memory_than_granted_is_refused() {
         let manifest = manifest("[capabilities]\nmemory-mb = 512\n");
-        let error = resolve(
-            &manifest,
-            &BTreeMap::new(),
-            &PluginGrants::default(),
-            &RuntimeConfig::default(),
-            &HttpConfig::default(),
-        )
-        .unwrap_err();
+        let error = resolve_under(&manifest, "", &PluginGrants::default()).unwrap_err();
         assert!(error.to_string().contains("memory-mb = 512"), "{error}");
     }
 
@@ -577,19 +588,10 @@ mod tests {
         let manifest = manifest(
             "[capabilities]\nhttp = [\"${base-url}\"]\n[settings.base-url]\ntype = \"url\"\nrequired = true\n",
         );
-        let operator: toml::Table =
-            toml::from_str("base-url = \"http://127.0.0.1:8090/x\"").unwrap();
-        let settings = resolve_settings(&manifest, &operator).unwrap();
-        let grants = PluginGrants {
-            http: vec!["http://127.0.0.1:*".into()],
-            ..Default::default()
-        };
-        let caps = resolve(
+        let caps = resolve_under(
             &manifest,
-            &settings,
-            &grants,
-            &RuntimeConfig::default(),
-            &HttpConfig::default(),
+            "base-url = \"http://127.0.0.1:8090/x\"",
+            &loopback_grant(),
         )
         .unwrap();
         // The plugin may reach the configured origin and nothing else.
@@ -602,19 +604,7 @@ mod tests {
         let manifest = manifest(
             "[capabilities]\nhttp = [\"${media-url}\"]\n[settings.media-url]\ntype = \"url\"\ndefault = \"https://*.asm.skype.com\"\n",
         );
-        let settings = resolve_settings(&manifest, &toml::Table::new()).unwrap();
-        let grants = PluginGrants {
-            http: vec!["http://127.0.0.1:*".into()],
-            ..Default::default()
-        };
-        let error = resolve(
-            &manifest,
-            &settings,
-            &grants,
-            &RuntimeConfig::default(),
-            &HttpConfig::default(),
-        )
-        .unwrap_err();
+        let error = resolve_under(&manifest, "", &loopback_grant()).unwrap_err();
         assert_eq!(
             error,
             GrantError::NotGranted {
