@@ -138,6 +138,11 @@ impl Client {
     }
 }
 
+/// The body of the page at `url`, one of the fake's HTML pages.
+async fn page_text(http: &reqwest::Client, url: impl reqwest::IntoUrl) -> String {
+    http.get(url).send().await.unwrap().text().await.unwrap()
+}
+
 fn id_of(message: &Value) -> String {
     match &message["id"] {
         Value::String(s) => s.clone(),
@@ -981,7 +986,7 @@ async fn the_demo_pages_approve_a_device_code_and_show_a_session_capture() {
     // The answer sends the user to the fake's own page.
     let page = start["verification_url"].as_str().unwrap();
     assert_eq!(page, format!("{}/fake/devicelogin", fake.base_url()));
-    let form = http.get(page).send().await.unwrap().text().await.unwrap();
+    let form = page_text(&http, page).await;
     assert!(form.contains("<form") && form.contains("Alice Example"));
     // A wrong code says so; the right one approves.
     let wrong = http
@@ -1001,14 +1006,7 @@ async fn the_demo_pages_approve_a_device_code_and_show_a_session_capture() {
     assert_eq!(right.status(), 200);
     assert!(fake.identity().pending_user_codes().is_empty());
     // The session page holds a capture with an encrypted cache and cookie.
-    let html = http
-        .get(format!("{}/fake/session/bob", fake.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = page_text(&http, format!("{}/fake/session/bob", fake.base_url())).await;
     let start = html.find("<textarea readonly>").unwrap() + "<textarea readonly>".len();
     let end = html.find("</textarea>").unwrap();
     let capture = html[start..end]
@@ -1090,14 +1088,7 @@ async fn the_demo_index_posts_in_a_chat_as_one_of_its_members() {
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let index = http
-        .get(format!("{}/fake", fake.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let index = page_text(&http, format!("{}/fake", fake.base_url())).await;
     assert!(
         index.contains("action=\"/fake/post\"") && index.contains(&dm),
         "{index}"
