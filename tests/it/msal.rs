@@ -268,6 +268,46 @@ async fn the_management_room_shows_the_helper_link_as_a_qr_code_that_opens_a_wor
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_the_management_room_a_refused_paste_is_asked_again_and_every_paste_is_redacted() {
+    let identity = MsIdentity::start().await;
+    let env = bridge(&identity).await;
+    let user = env.user("chatpaster").await;
+    let room = user.create_dm(&env.bot()).await;
+    user.wait_for_text(&room, "management room").await;
+
+    user.send_text(&room, "login ms-account:msal-paste").await;
+    user.wait_for_text(&room, "Please send your copied session")
+        .await;
+    // A paste with no tokens: the bot says why and asks again, the login
+    // goes on.
+    let garbage = user.send_text(&room, "this is garbage {").await;
+    user.wait_for_text(&room, "Try again, or send `cancel`")
+        .await;
+    let cache = expired_web_session(&identity, &Account::new("jo@outlook.com", "Jo"));
+    let paste = user.send_text(&room, &cache.capture()).await;
+    user.wait_for_text(&room, "Logged in: ms-account:").await;
+    // A copied session is a secret: neither paste stays in the room.
+    for event in [garbage, paste] {
+        until(
+            std::time::Duration::from_secs(20),
+            "the paste is redacted",
+            || async {
+                user.messages(&room)
+                    .await
+                    .into_iter()
+                    .find(|e| e["event_id"] == event.as_str() && e["content"].get("body").is_none())
+            },
+        )
+        .await;
+    }
+    let bodies = user.bodies(&room).await;
+    assert!(
+        !bodies.iter().any(|b| b.contains("Login failed")),
+        "{bodies:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_paste_flow_explains_a_missing_cookie_and_takes_every_cache_layout() {
     let identity = MsIdentity::start().await;
     let env = bridge(&identity).await;

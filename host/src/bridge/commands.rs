@@ -15,6 +15,12 @@ use crate::login_process::{
 };
 use crate::logins::LoginKey;
 
+/// Whether a field's answer is a secret the bot redacts from the room: a
+/// password, or a token (an API key, a copied browser session).
+fn is_secret(kind: &str) -> bool {
+    matches!(kind, "password" | "token")
+}
+
 /// The name of the picture of a login step's QR code.
 const QR_FILE_NAME: &str = "login-qr.png";
 
@@ -90,7 +96,8 @@ impl Bridge {
             "logins" => self.list_logins(room, user).await,
             "logout" => self.logout_command(room, user, argument).await,
             _ => {
-                self.notice(room, &format!("Unknown command `{command}`.\n{HELP}"))
+                let as_sent = text.split_whitespace().next().unwrap_or_default();
+                self.notice(room, &format!("Unknown command `{as_sent}`.\n{HELP}"))
                     .await
             }
         }
@@ -278,7 +285,7 @@ impl Bridge {
         if !field.description.is_empty() {
             prompt.push_str(&format!(" ({})", field.description));
         }
-        if field.kind == "password" {
+        if is_secret(&field.kind) {
             prompt.push_str(". I will try to redact your reply; the provisioning API avoids putting it in the room at all");
         }
         if !field.options.is_empty() {
@@ -302,7 +309,7 @@ impl Bridge {
                     let Some(field) = conversation.pending.pop() else {
                         return Ok(());
                     };
-                    if field.kind == "password" {
+                    if is_secret(&field.kind) {
                         self.try_redact(room, event).await;
                     }
                     conversation
@@ -351,8 +358,42 @@ impl Bridge {
                 input,
             )
             .await;
+        if let Err(ProcessError::Plugin(refusal)) = &result {
+            // The plugin refused the answer but its step stands, as the
+            // provisioning API's 400 leaves it: say why and ask again.
+            return self.ask_again(room, conversation, refusal).await;
+        }
         self.after_step(room, user, &conversation.process, result)
             .await
+    }
+
+    /// Asks for a step's answer again after the plugin refused one.
+    async fn ask_again(
+        &self,
+        room: &RoomId,
+        mut conversation: Conversation,
+        refusal: &str,
+    ) -> Result<(), BridgeError> {
+        conversation.collected.clear();
+        conversation.pending = match &conversation.step.params {
+            StepParamsView::UserInput { fields } => fields.iter().rev().cloned().collect(),
+            _ => Vec::new(),
+        };
+        let first = conversation.pending.last().cloned();
+        self.conversations
+            .lock()
+            .await
+            .insert(room.to_string(), conversation);
+        let refusal = refusal.trim_end_matches('.');
+        self.notice(
+            room,
+            &format!("{refusal}. Try again, or send `cancel` to stop."),
+        )
+        .await?;
+        match first {
+            Some(field) => self.ask(room, &field).await,
+            None => Ok(()),
+        }
     }
 
     async fn after_step(

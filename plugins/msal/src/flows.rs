@@ -418,7 +418,8 @@ fn paste_step(web_url: &str) -> LoginStep {
             FieldKind::Token,
             CAPTURE_FIELD,
             "Copied session",
-            format!("What this snippet copies in the browser console at {web_url}: {SNIPPET}"),
+            // The instructions carry the snippet; a chat shows both.
+            "What the snippet above copies, pasted whole.",
         )],
     )
 }
@@ -557,7 +558,8 @@ mod tests {
         assert_eq!(fields[0].kind, FieldKind::Token);
         assert_eq!(fields[0].id, CAPTURE_FIELD);
         assert_eq!(fields[0].name, "Copied session");
-        assert!(fields[0].description.contains(SNIPPET));
+        assert!(step.instructions.contains(SNIPPET));
+        assert!(!fields[0].description.contains(SNIPPET));
     }
 
     #[test]
