@@ -379,6 +379,24 @@ async fn a_rejected_refresh_token_gives_bad_credentials_and_asks_for_a_relogin()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logging_in_again_to_a_connected_account_ends_connected_again() {
+    let teams = Teams::start().await;
+    let (alice, bob, dm) = teams.alice_and_bob();
+    let user = teams.env.user("again").await;
+    let login = teams.login(&user, &alice).await;
+    teams.wait_for_state(&login, StateEvent::Connected).await;
+
+    // The same account again: the host renews the login, shows it as
+    // connecting, and the connector's fresh instance says it is connected.
+    let renewed = teams.login(&user, &alice).await;
+    assert_eq!(renewed, login);
+    teams.wait_for_state(&login, StateEvent::Connected).await;
+    let room = teams.room(&user, &login, &dm).await;
+    teams.fake.post(&dm, &bob, "after the relogin");
+    user.wait_for_body(&room, "after the relogin").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_logins_of_two_users_do_not_cross() {
     let teams = Teams::start().await;
     let fake = &teams.fake;

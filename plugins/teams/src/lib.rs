@@ -1149,6 +1149,12 @@ impl Connector for Teams {
         }
         let settings = Settings::load();
         let mut login: LoginState = load(LOGIN_KEY)?.unwrap_or_default();
+        if login.state.take().is_some() {
+            // A new instance reports its state afresh: after a relogin the
+            // host shows the login as connecting until it hears one, and
+            // the last report may predate the relogin.
+            kv::set(LOGIN_KEY, &login)?;
+        }
         let wanted = (settings.poll_ms, settings.discovery_ms);
         // Timers outlive instances; they are set again only when their
         // periods change, or when syncs have stopped (e.g. after a long
