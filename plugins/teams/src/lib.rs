@@ -50,7 +50,7 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
-use weft_sdk::events::{self, BridgeStateKind, EventError, HistoryItem, RemoteEvent};
+use weft_sdk::events::{self, BridgeStateKind, EventError, EventSender, HistoryItem, RemoteEvent};
 use weft_sdk::http::{Method, Request, Response};
 use weft_sdk::tokens::{self, TokenError};
 use weft_sdk::{
@@ -73,6 +73,8 @@ const LOGIN_KEY: &str = "login";
 const CHATS_KEY: &str = "chats";
 /// KV: messages sent from Matrix ([`SentLog`]).
 const SENT_KEY: &str = "sent";
+/// KV: the account's display name, as Teams shows it on its own messages.
+const OWN_NAME_KEY: &str = "own-name";
 /// KV: a chat's [`ThreadState`], under `thread/<thread id>`.
 const THREAD_PREFIX: &str = "thread/";
 
@@ -601,6 +603,34 @@ fn outgoing_html(text: &str, html: Option<&str>, reply_to: Option<&str>) -> Stri
     }
 }
 
+/// Remembers the name Teams shows on the account's own messages, the
+/// newest of `senders`, which its sends then carry (`imdisplayname`): the
+/// login's name is its sign-in name, and a send under it would rename the
+/// account's ghost in the chat's other portals.
+fn remember_own_name<'a>(
+    senders: impl DoubleEndedIterator<Item = &'a EventSender>,
+) -> Result<(), TeamsError> {
+    let own_name = senders.rev().find_map(|sender| {
+        let name = sender.user.display_name.as_deref()?.trim();
+        (sender.is_from_me && !name.is_empty()).then_some(name)
+    });
+    if let Some(name) = own_name
+        && load::<String>(OWN_NAME_KEY)?.as_deref() != Some(name)
+    {
+        kv::set(OWN_NAME_KEY, &name)?;
+    }
+    Ok(())
+}
+
+/// The sender of a planned event, if it is a message.
+fn sender_of(out: &Out) -> Option<&EventSender> {
+    match out {
+        Out::Event(RemoteEvent::Message(message)) => Some(&message.sender),
+        Out::Media(media) => Some(&media.sender),
+        Out::Event(_) => None,
+    }
+}
+
 /// Queues one event. An event the host refuses as malformed is logged and
 /// dropped (a file becomes a note saying so), so one bad message never
 /// blocks its chat.
@@ -1007,6 +1037,7 @@ impl Teams {
         };
         let (out, skipped) = planner.plan(&mut state, messages);
         self.log_skipped(skipped);
+        remember_own_name(out.iter().filter_map(sender_of))?;
         for event in out {
             queue(event)?;
         }
@@ -1113,7 +1144,13 @@ impl Teams {
                 client_id
             }
         };
-        let display_name = weft_sdk::session::current().map(|l| l.remote_name);
+        // The sender's name the chat shows: the account's own as Teams
+        // shows it, once a message of its has been seen; until then the
+        // login's name (its sign-in name).
+        let display_name = match load::<String>(OWN_NAME_KEY)? {
+            Some(name) => Some(name),
+            None => weft_sdk::session::current().map(|l| l.remote_name),
+        };
         let body = api::send_body(&client_id, content, display_name.as_deref());
         let url = api::messages_url(ctx.base(), &conversation_of(chat_id)?);
         let response = ctx.call_retrying(Method::Post, &url, Some(&body))?;
@@ -1343,7 +1380,16 @@ impl Connector for Teams {
             media: &media,
             now_ms: now_ms(),
         };
-        Ok(planner.history(messages, limit))
+        let history = planner.history(messages, limit);
+        let senders = history.iter().map(|item| match item {
+            HistoryItem::Message(message) => &message.sender,
+            HistoryItem::Media(media) => &media.sender,
+        });
+        if let Err(error) = remember_own_name(senders) {
+            // The history matters more than the name; the next one tries again.
+            weft_sdk::warn!("could not remember the account's name: {error}");
+        }
+        Ok(history)
     }
 
     fn logout(&mut self) -> Result<()> {

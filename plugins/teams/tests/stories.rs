@@ -434,3 +434,41 @@ async fn bob_reading_what_alice_sent_and_alice_reading_on_her_phone_come_back_as
         Some("noon it is")
     );
 }
+
+#[tokio::test]
+async fn a_message_from_matrix_carries_the_name_teams_shows_on_the_accounts_own_messages() {
+    let harness = teams().await;
+    skypetoken_exchange(&harness, "skype-1");
+    let hello = message(T0, BOB, "Bob", "<p>hello</p>");
+    a_dm_with_bob(&harness, vec![hello.clone()]);
+    let login = harness.login(ME, alice()).await.unwrap();
+    login.fire("connect").await.unwrap();
+    let send = format!("{CHAT}/v1/users/ME/conversations/{}/messages", encoded(DM));
+    harness.http().on(
+        "POST",
+        &send,
+        Reply::json(201, json!({ "OriginalArrivalTime": T0 + 5000 })),
+    );
+    let sent_names = || -> Vec<Value> {
+        harness
+            .http()
+            .requests_to(&send)
+            .iter()
+            .filter(|r| r.method == "POST")
+            .map(|r| r.json()["imdisplayname"].clone())
+            .collect()
+    };
+
+    // Before Teams has shown one of Alice's own messages, a send names her
+    // as the login does (here, the harness names a login by its id).
+    login.send_text(DM, "first").await.unwrap();
+    assert_eq!(sent_names(), [json!(ME)]);
+
+    // Alice writes from her phone; Teams shows her name on it, and sends
+    // from Matrix carry that name from then on.
+    let mine = message(T0 + 1000, ME, "Alice Example", "<p>on my way</p>");
+    a_dm_with_bob(&harness, vec![hello, mine]);
+    login.fire("poll").await.unwrap();
+    login.send_text(DM, "second").await.unwrap();
+    assert_eq!(sent_names(), [json!(ME), json!("Alice Example")]);
+}
