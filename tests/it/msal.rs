@@ -251,7 +251,8 @@ async fn the_management_room_shows_the_helper_link_as_a_qr_code_that_opens_a_wor
         .await
         .unwrap();
     assert_eq!(response.status(), 200);
-    user.wait_for_text(&room, "Logged in: ms-account:").await;
+    user.wait_for_text(&room, "Logged in: ivy@outlook.com (ms-account:")
+        .await;
     // The link was for one login: its picture is removed.
     let picture_id = picture["event_id"].as_str().unwrap();
     until(
@@ -285,7 +286,8 @@ async fn in_the_management_room_a_refused_paste_is_asked_again_and_every_paste_i
         .await;
     let cache = expired_web_session(&identity, &Account::new("jo@outlook.com", "Jo"));
     let paste = user.send_text(&room, &cache.capture()).await;
-    user.wait_for_text(&room, "Logged in: ms-account:").await;
+    user.wait_for_text(&room, "Logged in: jo@outlook.com (ms-account:")
+        .await;
     // A copied session is a secret: neither paste stays in the room.
     for event in [garbage, paste] {
         until(

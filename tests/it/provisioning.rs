@@ -206,7 +206,8 @@ async fn a_user_logs_in_lists_and_logs_out_through_the_management_room() {
     user.send_text(&room, "alice").await;
     user.wait_for_text(&room, "send your password").await;
     user.send_text(&room, "pw").await;
-    user.wait_for_text(&room, "Logged in: echo:alice").await;
+    user.wait_for_text(&room, "Logged in: Alice (echo:alice)")
+        .await;
     // The chats arrive as rooms.
     let portal = env.portal_room(&LoginKey::new("echo", "alice"), "c1").await;
     user.wait_for_rooms(2, &[]).await;
@@ -359,7 +360,8 @@ async fn a_password_the_bot_cannot_redact_gets_a_warning_in_the_room() {
     user.send_text(&room, "pw").await;
     user.wait_for_text(&room, "could not redact your reply")
         .await;
-    user.wait_for_text(&room, "Logged in: echo:alice").await;
+    user.wait_for_text(&room, "Logged in: Alice (echo:alice)")
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -411,12 +411,17 @@ impl Bridge {
                     self.delete_login(old, false, "the login was replaced")
                         .await?;
                 }
+                // Named as the remote network names the account, with the
+                // id that `logout` takes.
+                let name = match self.logins.store.get(&done.key) {
+                    Ok(Some(record)) if record.remote_name != done.key.id => {
+                        format!("{} ({})", record.remote_name, done.key)
+                    }
+                    _ => done.key.to_string(),
+                };
                 self.notice(
                     room,
-                    &format!(
-                        "Logged in: {}. Your chats will appear as rooms shortly.",
-                        done.key
-                    ),
+                    &format!("Logged in: {name}. Your chats will appear as rooms shortly."),
                 )
                 .await
             }
