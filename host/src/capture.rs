@@ -311,7 +311,7 @@ impl Refusal {
 
     fn message(&self) -> String {
         match self {
-            Self::Unknown => "This login link is unknown or has expired. Start the login again in your Matrix client.".into(),
+            Self::Unknown => "This login link was used or has expired. Go back to your Matrix client: if your login is still going on, it shows the current link; if not, start the login again there.".into(),
             Self::AlreadyCaptured => "This link was already used; what was sent first stands. Start a new login to send something else.".into(),
             Self::NotJson(error) => format!("That is not the copied text: it is not valid JSON ({error}). Copy it again and paste all of it."),
             Self::TooLarge => format!("That is too large: a capture holds at most {} KiB.", MAX_CAPTURE_BYTES >> 10),
@@ -399,7 +399,7 @@ async fn page(State(sessions): State<Arc<CaptureSessions>>, Path(id): Path<Strin
                 StatusCode::NOT_FOUND,
                 Html(format!(
                     "<!doctype html><meta charset=utf-8><meta name=viewport content=\"width=device-width\">\
-                     <title>Link expired</title><p>{}</p>",
+                     <title>Link expired</title><h1>This link no longer works</h1><p>{}</p>",
                     Refusal::Unknown.message()
                 )),
             )
