@@ -80,6 +80,11 @@ pub enum ProcessError {
     /// and the user may try again.
     #[error("{0}")]
     Plugin(String),
+    /// The provider finished, but the connector could not make the login
+    /// of it for now: submitting the step again retries with what the
+    /// provider produced, and any new input is not looked at.
+    #[error("{0}")]
+    Retry(String),
     /// The plugin ended the login (e.g. the user declined it elsewhere, or
     /// it gave up): the process is over.
     #[error("{0}")]
@@ -818,9 +823,9 @@ impl LoginProcesses {
                             .await;
                         match finished {
                             Ok(done) => (done.login_id, done.remote_name, done.metadata),
-                            Err(error @ ProcessError::Plugin(_)) => {
+                            Err(ProcessError::Plugin(message)) => {
                                 process.pending_grant = Some(grant);
-                                return Err(error);
+                                return Err(ProcessError::Retry(message));
                             }
                             Err(error) => {
                                 self.end(id, process, Finish::Cancelled).await;
@@ -835,9 +840,17 @@ impl LoginProcesses {
                     process.plugin.clone(),
                     process.relogin.clone(),
                 );
-                let completed = self
+                let completed = match self
                     .complete(owner, login_id, remote_name, metadata, step_id)
-                    .await?;
+                    .await
+                {
+                    Ok(completed) => completed,
+                    Err(error @ ProcessError::Failed(_)) => {
+                        self.end(id, process, Finish::Cancelled).await;
+                        return Err(error);
+                    }
+                    Err(error) => return Err(error),
+                };
                 process.step = completed.step.clone();
                 self.end(id, process, Finish::Completed).await;
                 Ok(Progress::Completed(completed))
@@ -880,13 +893,15 @@ impl LoginProcesses {
         metadata: String,
         step_id: String,
     ) -> Result<Completed, ProcessError> {
+        // A plugin's bug, not the user's input: the same answer would come
+        // again, so these end the process.
         if login_id.is_empty() || login_id.len() > 255 {
-            return Err(ProcessError::Plugin(
+            return Err(ProcessError::Failed(
                 "the plugin returned an invalid login id".into(),
             ));
         }
         if serde_json::from_str::<serde_json::Value>(&metadata).is_err() {
-            return Err(ProcessError::Plugin(
+            return Err(ProcessError::Failed(
                 "the plugin returned metadata that is not JSON".into(),
             ));
         }

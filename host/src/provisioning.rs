@@ -154,7 +154,7 @@ fn process_error(error: ProcessError) -> ApiError {
                 .with_retry_after(Duration::from_secs(30));
         }
         ProcessError::LoginConflict => (StatusCode::CONFLICT, "FI.MAU.BRIDGE.LOGIN_CONFLICT"),
-        ProcessError::Plugin(_) | ProcessError::Failed(_) => {
+        ProcessError::Plugin(_) | ProcessError::Retry(_) | ProcessError::Failed(_) => {
             (StatusCode::BAD_REQUEST, "FI.MAU.BRIDGE.LOGIN_FAILED")
         }
         ProcessError::Crashed(_) => (StatusCode::BAD_GATEWAY, "FI.MAU.BRIDGE.LOGIN_FAILED"),

@@ -284,6 +284,19 @@ async fn in_the_management_room_a_refused_paste_is_asked_again_and_every_paste_i
     let garbage = user.send_text(&room, "this is garbage {").await;
     user.wait_for_text(&room, "Try again, or send `cancel`")
         .await;
+    until(
+        std::time::Duration::from_secs(20),
+        "the copied session is asked for again",
+        || async {
+            let bodies = user.bodies(&room).await;
+            let asked = bodies
+                .iter()
+                .filter(|b| b.contains("Please send your copied session"))
+                .count();
+            (asked == 2).then_some(())
+        },
+    )
+    .await;
     let cache = expired_web_session(&identity, &Account::new("jo@outlook.com", "Jo"));
     let paste = user.send_text(&room, &cache.capture()).await;
     user.wait_for_text(&room, "Logged in: jo@outlook.com (ms-account:")
@@ -307,6 +320,34 @@ async fn in_the_management_room_a_refused_paste_is_asked_again_and_every_paste_i
         !bodies.iter().any(|b| b.contains("Login failed")),
         "{bodies:?}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_temporary_failure_after_a_good_paste_is_retried_with_the_same_paste() {
+    let identity = MsIdentity::start().await;
+    let env = bridge(&identity).await;
+    let user = env.user("retrier").await;
+    let room = user.create_dm(&env.bot()).await;
+    user.wait_for_text(&room, "management room").await;
+
+    user.send_text(&room, "login ms-account:msal-paste").await;
+    user.wait_for_text(&room, "Please send your copied session")
+        .await;
+    // The paste is good, but renewing its expired token meets a 503.
+    identity.fail_next(1, 503);
+    let cache = expired_web_session(&identity, &Account::new("kim@outlook.com", "Kim"));
+    user.send_text(&room, &cache.capture()).await;
+    user.wait_for_text(&room, "Send `retry` to try again").await;
+    user.send_text(&room, "retry").await;
+    user.wait_for_text(&room, "Logged in: kim@outlook.com (ms-account:")
+        .await;
+    // The session was asked for once: the retry used what was sent.
+    let bodies = user.bodies(&room).await;
+    let asked = bodies
+        .iter()
+        .filter(|b| b.contains("Please send your copied session"))
+        .count();
+    assert_eq!(asked, 1, "{bodies:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -231,6 +231,50 @@ async fn a_user_logs_in_lists_and_logs_out_through_the_management_room() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_password_in_the_management_room_asks_for_every_field_again() {
+    let env = BridgeEnv::start().await;
+    let user = env.user("typo").await;
+    let room = user.create_dm(&env.bot()).await;
+    user.wait_for_text(&room, "management room").await;
+
+    user.send_text(&room, "login echo:password").await;
+    user.wait_for_text(&room, "send your user name").await;
+    user.send_text(&room, "alice").await;
+    user.wait_for_text(&room, "send your password").await;
+    user.send_text(&room, "not-the-password").await;
+    // The connector refused the pair: the bot says why and starts the step
+    // over, from the first field.
+    user.wait_for_text(&room, "Wrong user name or password. Try again")
+        .await;
+    let asked = |bodies: &[String], what: &str| bodies.iter().filter(|b| b.contains(what)).count();
+    weft_tests::until(
+        Duration::from_secs(20),
+        "the user name is asked for again",
+        || async { (asked(&user.bodies(&room).await, "send your user name") == 2).then_some(()) },
+    )
+    .await;
+    user.send_text(&room, "alice").await;
+    weft_tests::until(
+        Duration::from_secs(20),
+        "the password is asked for again",
+        || async { (asked(&user.bodies(&room).await, "send your password") == 2).then_some(()) },
+    )
+    .await;
+    user.send_text(&room, "pw").await;
+    user.wait_for_text(&room, "Logged in: Alice (echo:alice)")
+        .await;
+    assert!(
+        !user
+            .bodies(&room)
+            .await
+            .iter()
+            .any(|b| b.contains("Login failed")),
+        "{:?}",
+        user.bodies(&room).await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rejected_credentials_show_in_whoami_and_the_management_room_and_stop_the_timers() {
     let env = BridgeEnv::start().await;
     let user = env.user("user").await;

@@ -15,6 +15,20 @@ use crate::login_process::{
 };
 use crate::logins::LoginKey;
 
+/// A plugin's message as a sentence of the bot's, ending in one full stop.
+fn sentence(message: &str) -> String {
+    let message = message.trim().trim_end_matches('.');
+    if message.is_empty() {
+        "That did not work.".into()
+    } else {
+        format!("{message}.")
+    }
+}
+
+/// At most this many characters of an unknown command are quoted back:
+/// a secret sent when no login waits for it should not be repeated whole.
+const QUOTED_COMMAND_CHARS: usize = 24;
+
 /// Whether a field's answer is a secret the bot redacts from the room: a
 /// password, or a token (an API key, a copied browser session).
 fn is_secret(kind: &str) -> bool {
@@ -97,7 +111,13 @@ impl Bridge {
             "logout" => self.logout_command(room, user, argument).await,
             _ => {
                 let as_sent = text.split_whitespace().next().unwrap_or_default();
-                self.notice(room, &format!("Unknown command `{as_sent}`.\n{HELP}"))
+                let quoted: String = as_sent.chars().take(QUOTED_COMMAND_CHARS).collect();
+                let more = if quoted.len() < as_sent.len() {
+                    "…"
+                } else {
+                    ""
+                };
+                self.notice(room, &format!("Unknown command `{quoted}{more}`.\n{HELP}"))
                     .await
             }
         }
@@ -243,9 +263,23 @@ impl Bridge {
             }
             StepParamsView::Complete { user_login_id } => {
                 self.conversations.lock().await.remove(&room_key);
-                self.notice(room, &format!("Logged in: {user_login_id}"))
-                    .await
+                let name = match LoginKey::parse(user_login_id) {
+                    Some(key) => self.login_name(&key),
+                    None => user_login_id.clone(),
+                };
+                self.notice(room, &format!("Logged in: {name}")).await
             }
+        }
+    }
+
+    /// A login as the remote network names its account, with the id that
+    /// `logout` takes.
+    fn login_name(&self, key: &LoginKey) -> String {
+        match self.logins.store.get(key) {
+            Ok(Some(record)) if record.remote_name != key.id => {
+                format!("{} ({key})", record.remote_name)
+            }
+            _ => key.to_string(),
         }
     }
 
@@ -305,9 +339,17 @@ impl Bridge {
     ) -> Result<(), BridgeError> {
         let input =
             match &conversation.step.params {
-                StepParamsView::UserInput { .. } => {
+                StepParamsView::UserInput { fields } => {
                     let Some(field) = conversation.pending.pop() else {
-                        return Ok(());
+                        // Waiting to retry (see `Self::offer_retry`): any
+                        // message retries with the answers given; one that
+                        // looks like another answer to a secret is removed.
+                        if fields.iter().any(|f| is_secret(&f.kind))
+                            && !text.eq_ignore_ascii_case("retry")
+                        {
+                            self.try_redact(room, event).await;
+                        }
+                        return self.submit_answers(room, user, conversation).await;
                     };
                     if is_secret(&field.kind) {
                         self.try_redact(room, event).await;
@@ -348,6 +390,27 @@ impl Bridge {
                 }
                 StepParamsView::Complete { .. } => return Ok(()),
             };
+        self.submit_step(room, user, conversation, input).await
+    }
+
+    /// Submits the answers collected for a user-input step again.
+    async fn submit_answers(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        conversation: Conversation,
+    ) -> Result<(), BridgeError> {
+        let input = StepInput::UserInput(conversation.collected.clone());
+        self.submit_step(room, user, conversation, input).await
+    }
+
+    async fn submit_step(
+        &self,
+        room: &RoomId,
+        user: &UserId,
+        conversation: Conversation,
+        input: StepInput,
+    ) -> Result<(), BridgeError> {
         self.conversations.lock().await.remove(&room.to_string());
         let result = self
             .processes
@@ -358,13 +421,46 @@ impl Bridge {
                 input,
             )
             .await;
-        if let Err(ProcessError::Plugin(refusal)) = &result {
+        match result {
             // The plugin refused the answer but its step stands, as the
             // provisioning API's 400 leaves it: say why and ask again.
-            return self.ask_again(room, conversation, refusal).await;
+            Err(ProcessError::Plugin(refusal)) => {
+                self.ask_again(room, conversation, &refusal).await
+            }
+            // The answers were fine; what they led to failed for now.
+            Err(ProcessError::Retry(failure))
+                if matches!(conversation.step.params, StepParamsView::UserInput { .. }) =>
+            {
+                self.offer_retry(room, conversation, &failure).await
+            }
+            result => {
+                self.after_step(room, user, &conversation.process, result)
+                    .await
+            }
         }
-        self.after_step(room, user, &conversation.process, result)
+    }
+
+    /// Keeps the answers of a step whose login failed for now, and says
+    /// that the next message retries it.
+    async fn offer_retry(
+        &self,
+        room: &RoomId,
+        mut conversation: Conversation,
+        failure: &str,
+    ) -> Result<(), BridgeError> {
+        conversation.pending.clear();
+        self.conversations
+            .lock()
             .await
+            .insert(room.to_string(), conversation);
+        let failure = sentence(failure);
+        self.notice(
+            room,
+            &format!(
+                "{failure} Send `retry` to try again with what you sent, or `cancel` to stop."
+            ),
+        )
+        .await
     }
 
     /// Asks for a step's answer again after the plugin refused one.
@@ -384,10 +480,10 @@ impl Bridge {
             .lock()
             .await
             .insert(room.to_string(), conversation);
-        let refusal = refusal.trim_end_matches('.');
+        let refusal = sentence(refusal);
         self.notice(
             room,
-            &format!("{refusal}. Try again, or send `cancel` to stop."),
+            &format!("{refusal} Try again, or send `cancel` to stop."),
         )
         .await?;
         match first {
@@ -411,14 +507,7 @@ impl Bridge {
                     self.delete_login(old, false, "the login was replaced")
                         .await?;
                 }
-                // Named as the remote network names the account, with the
-                // id that `logout` takes.
-                let name = match self.logins.store.get(&done.key) {
-                    Ok(Some(record)) if record.remote_name != done.key.id => {
-                        format!("{} ({})", record.remote_name, done.key)
-                    }
-                    _ => done.key.to_string(),
-                };
+                let name = self.login_name(&done.key);
                 self.notice(
                     room,
                     &format!("Logged in: {name}. Your chats will appear as rooms shortly."),
@@ -492,7 +581,7 @@ impl Bridge {
         if let Err(error) = self.client.send(request, None).await {
             tracing::info!(%room, %error, "could not redact a secret reply");
             // The user must know their secret is still in the room.
-            let warning = "⚠ I could not redact your reply (I lack the power to redact in this room): it is still in the room's history. Delete it yourself, and consider changing that password.";
+            let warning = "⚠ I could not redact your reply (I lack the power to redact in this room): it is still in the room's history. Delete it yourself, and consider changing that password or signing out of that session.";
             if let Err(error) = self.notice(room, warning).await {
                 tracing::warn!(%room, %error, "could not warn that a secret reply stays in the room");
             }

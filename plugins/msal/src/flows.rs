@@ -419,7 +419,7 @@ fn paste_step(web_url: &str) -> LoginStep {
             CAPTURE_FIELD,
             "Copied session",
             // The instructions carry the snippet; a chat shows both.
-            "What the snippet above copies, pasted whole.",
+            "what the snippet above copies, pasted whole",
         )],
     )
 }
