@@ -186,6 +186,21 @@ struct LoginState {
     /// When a chat's read markers were last looked at.
     #[serde(default)]
     reads_checked_ms: u64,
+    /// A fingerprint of the tokens the last instance started with: new
+    /// ones mean a relogin (or renewed tokens).
+    #[serde(default)]
+    tokens: u64,
+}
+
+/// A fingerprint of a session's tokens, to notice new ones without
+/// keeping a copy. (Another build may compute another one: that only
+/// makes the login report its state once more.)
+fn tokens_fingerprint(session: &Session) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::hash::DefaultHasher::new();
+    session.tokens.access_token.hash(&mut hasher);
+    session.tokens.refresh_token.hash(&mut hasher);
+    hasher.finish()
 }
 
 fn load<T: DeserializeOwned>(key: &str) -> Result<Option<T>, TeamsError> {
@@ -603,30 +618,53 @@ fn outgoing_html(text: &str, html: Option<&str>, reply_to: Option<&str>) -> Stri
     }
 }
 
-/// Remembers the name Teams shows on the account's own messages, the
-/// newest of `senders`, which its sends then carry (`imdisplayname`): the
-/// login's name is its sign-in name, and a send under it would rename the
-/// account's ghost in the chat's other portals.
-fn remember_own_name<'a>(
-    senders: impl DoubleEndedIterator<Item = &'a EventSender>,
-) -> Result<(), TeamsError> {
-    let own_name = senders.rev().find_map(|sender| {
-        let name = sender.user.display_name.as_deref()?.trim();
-        (sender.is_from_me && !name.is_empty()).then_some(name)
-    });
-    if let Some(name) = own_name
-        && load::<String>(OWN_NAME_KEY)?.as_deref() != Some(name)
-    {
-        kv::set(OWN_NAME_KEY, &name)?;
-    }
-    Ok(())
+/// The name Teams shows on the account's own messages, and when the
+/// newest message that showed it was sent.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct OwnName {
+    name: String,
+    at_ms: u64,
 }
 
-/// The sender of a planned event, if it is a message.
-fn sender_of(out: &Out) -> Option<&EventSender> {
+/// Remembers the name Teams shows on the newest of the account's own
+/// messages among `messages` (sender, time), if newer than the one
+/// remembered. Sends carry it (`imdisplayname`): the login's name is its
+/// sign-in name, and a send under that would rename the account's ghost
+/// in the chat's other portals. A message showing the login's name (an
+/// earlier send from Matrix, say) teaches nothing. Best effort: a failure
+/// is logged, and a later message tries again.
+fn remember_own_name<'a>(messages: impl Iterator<Item = (&'a EventSender, u64)>) {
+    let login_name = weft_sdk::session::current().map(|l| l.remote_name);
+    let newest = messages
+        .filter(|(sender, _)| sender.is_from_me)
+        .filter_map(|(sender, at_ms)| {
+            let name = sender.user.display_name.as_deref()?.trim();
+            (!name.is_empty() && Some(name) != login_name.as_deref()).then_some((name, at_ms))
+        })
+        .max_by_key(|(_, at_ms)| *at_ms);
+    let Some((name, at_ms)) = newest else {
+        return;
+    };
+    let result = load::<OwnName>(OWN_NAME_KEY).and_then(|known| match known {
+        Some(known) if known.at_ms >= at_ms || known.name == name => Ok(()),
+        _ => Ok(kv::set(
+            OWN_NAME_KEY,
+            &OwnName {
+                name: name.to_owned(),
+                at_ms,
+            },
+        )?),
+    });
+    if let Err(error) = result {
+        weft_sdk::warn!("could not remember the account's name: {error}");
+    }
+}
+
+/// The sender and time of a planned event, if it is a message.
+fn sender_of(out: &Out) -> Option<(&EventSender, u64)> {
     match out {
-        Out::Event(RemoteEvent::Message(message)) => Some(&message.sender),
-        Out::Media(media) => Some(&media.sender),
+        Out::Event(RemoteEvent::Message(message)) => Some((&message.sender, message.timestamp_ms)),
+        Out::Media(media) => Some((&media.sender, media.timestamp_ms)),
         Out::Event(_) => None,
     }
 }
@@ -1037,7 +1075,7 @@ impl Teams {
         };
         let (out, skipped) = planner.plan(&mut state, messages);
         self.log_skipped(skipped);
-        remember_own_name(out.iter().filter_map(sender_of))?;
+        remember_own_name(out.iter().filter_map(sender_of));
         for event in out {
             queue(event)?;
         }
@@ -1147,8 +1185,8 @@ impl Teams {
         // The sender's name the chat shows: the account's own as Teams
         // shows it, once a message of its has been seen; until then the
         // login's name (its sign-in name).
-        let display_name = match load::<String>(OWN_NAME_KEY)? {
-            Some(name) => Some(name),
+        let display_name = match load::<OwnName>(OWN_NAME_KEY)? {
+            Some(own) => Some(own.name),
             None => weft_sdk::session::current().map(|l| l.remote_name),
         };
         let body = api::send_body(&client_id, content, display_name.as_deref());
@@ -1179,18 +1217,22 @@ impl Teams {
 impl Connector for Teams {
     fn start(&mut self) -> Result<()> {
         let session: Option<Session> = weft_sdk::session::metadata().ok().flatten();
-        if session.is_none() {
+        let Some(session) = session else {
             return Err(Error::bad_credentials(
                 "this login has no Teams tokens: log in again",
             ));
-        }
+        };
         let settings = Settings::load();
         let mut login: LoginState = load(LOGIN_KEY)?.unwrap_or_default();
-        if login.state.take().is_some() {
-            // A new instance reports its state afresh: after a relogin the
-            // host shows the login as connecting until it hears one, and
-            // the last report may predate the relogin.
-            kv::set(LOGIN_KEY, &login)?;
+        let stored = login.clone();
+        let tokens = tokens_fingerprint(&session);
+        if login.tokens != tokens {
+            // New tokens: after a relogin the host shows the login as
+            // connecting until it hears a state, and the last one reported
+            // predates it, so the next sync reports afresh. (Tokens renewed
+            // during a run make a restart report once more; harmless.)
+            login.state = None;
+            login.tokens = tokens;
         }
         let wanted = (settings.poll_ms, settings.discovery_ms);
         // Timers outlive instances; they are set again only when their
@@ -1205,12 +1247,14 @@ impl Connector for Teams {
             timers::set_interval(DISCOVER_TIMER, Duration::from_millis(settings.discovery_ms))?;
             timers::set_timeout(CONNECT_TIMER, Duration::from_secs(1))?;
             login.timers = Some(wanted);
-            kv::set(LOGIN_KEY, &login)?;
             weft_sdk::info!(
                 "syncing every {}s, discovering chats every {}s",
                 settings.poll_ms / 1000,
                 settings.discovery_ms / 1000
             );
+        }
+        if login != stored {
+            kv::set(LOGIN_KEY, &login)?;
         }
         Ok(())
     }
@@ -1381,14 +1425,10 @@ impl Connector for Teams {
             now_ms: now_ms(),
         };
         let history = planner.history(messages, limit);
-        let senders = history.iter().map(|item| match item {
-            HistoryItem::Message(message) => &message.sender,
-            HistoryItem::Media(media) => &media.sender,
-        });
-        if let Err(error) = remember_own_name(senders) {
-            // The history matters more than the name; the next one tries again.
-            weft_sdk::warn!("could not remember the account's name: {error}");
-        }
+        remember_own_name(history.iter().map(|item| match item {
+            HistoryItem::Message(message) => (&message.sender, message.timestamp_ms),
+            HistoryItem::Media(media) => (&media.sender, media.timestamp_ms),
+        }));
         Ok(history)
     }
 

@@ -467,8 +467,19 @@ async fn a_message_from_matrix_carries_the_name_teams_shows_on_the_accounts_own_
     // Alice writes from her phone; Teams shows her name on it, and sends
     // from Matrix carry that name from then on.
     let mine = message(T0 + 1000, ME, "Alice Example", "<p>on my way</p>");
-    a_dm_with_bob(&harness, vec![hello, mine]);
+    a_dm_with_bob(&harness, vec![hello.clone(), mine.clone()]);
     login.fire("poll").await.unwrap();
     login.send_text(DM, "second").await.unwrap();
     assert_eq!(sent_names(), [json!(ME), json!("Alice Example")]);
+
+    // A later message of hers that shows the login's own name (an earlier
+    // send from Matrix) teaches nothing: the name stays.
+    let echo = message(T0 + 2000, ME, ME, "<p>first</p>");
+    a_dm_with_bob(&harness, vec![hello, mine, echo]);
+    login.fire("poll").await.unwrap();
+    login.send_text(DM, "third").await.unwrap();
+    assert_eq!(
+        sent_names(),
+        [json!(ME), json!("Alice Example"), json!("Alice Example")]
+    );
 }
