@@ -20,8 +20,7 @@ async fn a_user_of_a_delegated_homeserver_opens_the_management_room_logs_in_and_
     assert_eq!(user.whoami().await, Ok(format!("@user:{DOMAIN}")));
 
     // The bot answers a DM with its management room greeting.
-    let management = user.create_dm(&env.bot()).await;
-    user.wait_for_text(&management, "management room").await;
+    env.management_room(&user).await;
 
     // The provisioning API takes the user's MAS token.
     let alice = env.login(&user, "alice").await;

@@ -217,8 +217,7 @@ async fn the_management_room_shows_the_helper_link_as_a_qr_code_that_opens_a_wor
     let identity = MsIdentity::start().await;
     let env = bridge(&identity).await;
     let user = env.user("scanner").await;
-    let room = user.create_dm(&env.bot()).await;
-    user.wait_for_text(&room, "management room").await;
+    let room = env.management_room(&user).await;
 
     user.send_text(&room, "login ms-account:msal-helper").await;
     let notice = user.wait_for_text(&room, "The QR code below opens").await;
@@ -273,8 +272,7 @@ async fn in_the_management_room_a_refused_paste_is_asked_again_and_every_paste_i
     let identity = MsIdentity::start().await;
     let env = bridge(&identity).await;
     let user = env.user("chatpaster").await;
-    let room = user.create_dm(&env.bot()).await;
-    user.wait_for_text(&room, "management room").await;
+    let room = env.management_room(&user).await;
 
     user.send_text(&room, "login ms-account:msal-paste").await;
     user.wait_for_text(&room, "Please send your copied session")
@@ -284,19 +282,8 @@ async fn in_the_management_room_a_refused_paste_is_asked_again_and_every_paste_i
     let garbage = user.send_text(&room, "this is garbage {").await;
     user.wait_for_text(&room, "Try again, or send `cancel`")
         .await;
-    until(
-        std::time::Duration::from_secs(20),
-        "the copied session is asked for again",
-        || async {
-            let bodies = user.bodies(&room).await;
-            let asked = bodies
-                .iter()
-                .filter(|b| b.contains("Please send your copied session"))
-                .count();
-            (asked == 2).then_some(())
-        },
-    )
-    .await;
+    user.wait_for_count(&room, "Please send your copied session", 2)
+        .await;
     let cache = expired_web_session(&identity, &Account::new("jo@outlook.com", "Jo"));
     let paste = user.send_text(&room, &cache.capture()).await;
     user.wait_for_text(&room, "Logged in: jo@outlook.com (ms-account:")
@@ -315,10 +302,11 @@ async fn in_the_management_room_a_refused_paste_is_asked_again_and_every_paste_i
         )
         .await;
     }
-    let bodies = user.bodies(&room).await;
-    assert!(
-        !bodies.iter().any(|b| b.contains("Login failed")),
-        "{bodies:?}"
+    assert_eq!(
+        user.count_containing(&room, "Login failed").await,
+        0,
+        "{:?}",
+        user.bodies(&room).await
     );
 }
 
@@ -327,8 +315,7 @@ async fn a_temporary_failure_after_a_good_paste_is_retried_with_the_same_paste()
     let identity = MsIdentity::start().await;
     let env = bridge(&identity).await;
     let user = env.user("retrier").await;
-    let room = user.create_dm(&env.bot()).await;
-    user.wait_for_text(&room, "management room").await;
+    let room = env.management_room(&user).await;
 
     user.send_text(&room, "login ms-account:msal-paste").await;
     user.wait_for_text(&room, "Please send your copied session")
@@ -342,12 +329,10 @@ async fn a_temporary_failure_after_a_good_paste_is_retried_with_the_same_paste()
     user.wait_for_text(&room, "Logged in: kim@outlook.com (ms-account:")
         .await;
     // The session was asked for once: the retry used what was sent.
-    let bodies = user.bodies(&room).await;
-    let asked = bodies
-        .iter()
-        .filter(|b| b.contains("Please send your copied session"))
-        .count();
-    assert_eq!(asked, 1, "{bodies:?}");
+    let asked = user
+        .count_containing(&room, "Please send your copied session")
+        .await;
+    assert_eq!(asked, 1, "{:?}", user.bodies(&room).await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

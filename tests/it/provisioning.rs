@@ -198,8 +198,7 @@ async fn provisioning_requires_a_valid_token_and_the_shared_secret_acts_for_a_us
 async fn a_user_logs_in_lists_and_logs_out_through_the_management_room() {
     let env = BridgeEnv::start().await;
     let user = env.user("user").await;
-    let room = user.create_dm(&env.bot()).await;
-    user.wait_for_text(&room, "management room").await;
+    let room = env.management_room(&user).await;
 
     user.send_text(&room, "login echo:password").await;
     user.wait_for_text(&room, "send your user name").await;
@@ -234,8 +233,7 @@ async fn a_user_logs_in_lists_and_logs_out_through_the_management_room() {
 async fn a_wrong_password_in_the_management_room_asks_for_every_field_again() {
     let env = BridgeEnv::start().await;
     let user = env.user("typo").await;
-    let room = user.create_dm(&env.bot()).await;
-    user.wait_for_text(&room, "management room").await;
+    let room = env.management_room(&user).await;
 
     user.send_text(&room, "login echo:password").await;
     user.wait_for_text(&room, "send your user name").await;
@@ -246,29 +244,15 @@ async fn a_wrong_password_in_the_management_room_asks_for_every_field_again() {
     // over, from the first field.
     user.wait_for_text(&room, "Wrong user name or password. Try again")
         .await;
-    let asked = |bodies: &[String], what: &str| bodies.iter().filter(|b| b.contains(what)).count();
-    weft_tests::until(
-        Duration::from_secs(20),
-        "the user name is asked for again",
-        || async { (asked(&user.bodies(&room).await, "send your user name") == 2).then_some(()) },
-    )
-    .await;
+    user.wait_for_count(&room, "send your user name", 2).await;
     user.send_text(&room, "alice").await;
-    weft_tests::until(
-        Duration::from_secs(20),
-        "the password is asked for again",
-        || async { (asked(&user.bodies(&room).await, "send your password") == 2).then_some(()) },
-    )
-    .await;
+    user.wait_for_count(&room, "send your password", 2).await;
     user.send_text(&room, "pw").await;
     user.wait_for_text(&room, "Logged in: Alice (echo:alice)")
         .await;
-    assert!(
-        !user
-            .bodies(&room)
-            .await
-            .iter()
-            .any(|b| b.contains("Login failed")),
+    assert_eq!(
+        user.count_containing(&room, "Login failed").await,
+        0,
         "{:?}",
         user.bodies(&room).await
     );
@@ -278,8 +262,7 @@ async fn a_wrong_password_in_the_management_room_asks_for_every_field_again() {
 async fn rejected_credentials_show_in_whoami_and_the_management_room_and_stop_the_timers() {
     let env = BridgeEnv::start().await;
     let user = env.user("user").await;
-    let room = user.create_dm(&env.bot()).await;
-    user.wait_for_text(&room, "management room").await;
+    let room = env.management_room(&user).await;
     let alice = env.login(&user, "alice").await;
     env.portal_room(&alice, "c1").await;
 
@@ -380,8 +363,7 @@ async fn a_cancelled_or_unknown_login_process_answers_with_bridgev2_errors() {
     );
 
     // In the management room, `cancel` ends a login in progress.
-    let room = user.create_dm(&env.bot()).await;
-    user.wait_for_text(&room, "management room").await;
+    let room = env.management_room(&user).await;
     user.send_text(&room, "login echo:password").await;
     user.wait_for_text(&room, "send your user name").await;
     user.send_text(&room, "cancel").await;
@@ -454,8 +436,7 @@ async fn a_relogin_into_another_remote_account_replaces_the_old_login() {
 async fn a_restart_does_not_announce_a_login_that_was_connected_as_news() {
     let mut env = BridgeEnv::start().await;
     let user = env.user("user").await;
-    let room = user.create_dm(&env.bot()).await;
-    user.wait_for_text(&room, "management room").await;
+    let room = env.management_room(&user).await;
     let alice = env.login(&user, "alice").await;
     let portal = env.portal_room(&alice, "c1").await;
     user.wait_for_rooms(2, &[]).await;

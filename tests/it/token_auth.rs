@@ -213,8 +213,7 @@ async fn no_request_weft_makes_carries_a_token_in_its_query_string() {
     let (env, issuer) = delegated_bridge().await;
     // The whole bridge flow, on the delegated homeserver.
     let user = env.user("user").await;
-    let management = user.create_dm(&env.bot()).await;
-    user.wait_for_text(&management, "management room").await;
+    env.management_room(&user).await;
     let alice = env.login(&user, "alice").await;
     let portal = env.portal_room(&alice, "c1").await;
     user.wait_for_rooms(2, &[]).await;
@@ -347,8 +346,7 @@ async fn the_bot_as_an_oauth_client_sends_with_its_own_token_and_renews_it() {
     // The bot greets a new management room: its join and its notice go
     // with its OAuth token.
     let user = env.user("user").await;
-    let room = user.create_dm(&env.bot()).await;
-    user.wait_for_text(&room, "management room").await;
+    let room = env.management_room(&user).await;
     let bot_tokens = || -> Vec<String> {
         env.fault_proxy
             .as_ref()

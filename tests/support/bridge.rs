@@ -247,6 +247,14 @@ poll-interval-ms = 100
         format!("@weftbot:{DOMAIN}")
     }
 
+    /// A new management room of `user`: a direct chat with the bot, once
+    /// the bot has welcomed them in it.
+    pub async fn management_room(&self, user: &MatrixUser) -> String {
+        let room = user.create_dm(&self.bot()).await;
+        user.wait_for_text(&room, "management room").await;
+        room
+    }
+
     /// The registration file.
     pub fn registration(&self) -> PathBuf {
         self.dir.path().join("registration.yaml")

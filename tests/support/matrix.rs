@@ -473,6 +473,29 @@ impl MatrixUser {
         );
     }
 
+    /// How many of the room's messages contain `part`.
+    pub async fn count_containing(&self, room: &str, part: &str) -> usize {
+        self.bodies(room)
+            .await
+            .iter()
+            .filter(|b| b.contains(part))
+            .count()
+    }
+
+    /// Waits until `count` of the room's messages contain `part`.
+    pub async fn wait_for_count(&self, room: &str, part: &str, count: usize) {
+        for _ in 0..400 {
+            if self.count_containing(room, part).await == count {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "never {count} messages with `{part}` in {room}; it has: {:?}",
+            self.bodies(room).await
+        );
+    }
+
     /// Waits until a message whose body contains `part` is in `room`.
     pub async fn wait_for_text(&self, room: &str, part: &str) -> String {
         for _ in 0..400 {
