@@ -256,7 +256,12 @@ async fn an_oversized_or_malformed_transaction_is_refused_with_a_clear_error() {
     let env = BridgeEnv::start().await;
     let registration = weft_host::matrix::registration::read(&env.registration()).unwrap();
     let url = format!("{}/_matrix/app/v1/transactions/big", env.appservice_url());
-    let client = reqwest::Client::new();
+    // No connection is reused: the server closes the one it refused a
+    // body on, and a request sent on it would fail.
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     // Over the 8 MiB body limit.
     let body = format!("{{\"events\":[],\"padding\":\"{}\"}}", "x".repeat(9 << 20));
     let response = client
