@@ -296,6 +296,14 @@ impl TestFlow {
     }
 }
 
+/// A new Matrix event id. Two sends in one millisecond must not share one:
+/// a connector takes a repeated event id for a retry of the same send.
+fn next_event_id() -> String {
+    static SENT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let n = SENT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("$test-{}-{n}", weft_runtime::now_ms())
+}
+
 /// A running login of the plugin under test.
 pub struct TestLogin {
     handle: LoginHandle,
@@ -424,7 +432,7 @@ impl TestLogin {
         self.handle
             .matrix_message(MatrixMessage {
                 chat_id: chat.to_owned(),
-                event_id: format!("$test-{}", weft_runtime::now_ms()),
+                event_id: next_event_id(),
                 sender: "@user:test".to_owned(),
                 text: text.to_owned(),
                 html: None,
